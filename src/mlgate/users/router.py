@@ -1,0 +1,57 @@
+"""Self-service routes under /api/v1/users/me."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mlgate.deps import Authenticated, ContextDep, MetaDep, PrincipalDep, SessionDep
+from mlgate.openapi import AUTH_RESPONSES, CONFLICT, responses
+from mlgate.users import service as users_service
+from mlgate.users.schemas import PasswordChangeIn, UpdateMeIn, UserOut
+from mlgate.users.tables import UserRow
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+async def user_out(session: AsyncSession, user: UserRow) -> UserOut:
+    return await users_service.describe(session, user)
+
+
+@router.get("/me", dependencies=[Authenticated()], responses=AUTH_RESPONSES)
+async def me(principal: PrincipalDep, session: SessionDep) -> UserOut:
+    user = await users_service.require(session, principal.user_id)
+    return await user_out(session, user)
+
+
+@router.patch("/me", dependencies=[Authenticated()], responses=responses(AUTH_RESPONSES, CONFLICT))
+async def update_me(
+    body: UpdateMeIn, principal: PrincipalDep, session: SessionDep, ctx: ContextDep, meta: MetaDep
+) -> UserOut:
+    if body.email is None:
+        user = await users_service.require(session, principal.user_id)
+    else:
+        user = await ctx.auth.change_email(
+            session, meta, principal, email=str(body.email), current_password=body.current_password
+        )
+    return await user_out(session, user)
+
+
+@router.post(
+    "/me/password", status_code=204, dependencies=[Authenticated()], responses=AUTH_RESPONSES
+)
+async def change_password(
+    body: PasswordChangeIn,
+    principal: PrincipalDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    meta: MetaDep,
+) -> Response:
+    await ctx.auth.change_password(
+        session,
+        meta,
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+    )
+    return Response(status_code=204)
