@@ -21,8 +21,8 @@ users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage token signing keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
@@ -36,7 +36,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise fail(f"invalid settings: {where + ': ' if where else ''}{first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise fail(f"invalid settings: {where + ': ' if where else ''}{message}") from None
 
 
 def run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -198,7 +199,8 @@ def users_create(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise fail(f"{first['loc'][0]}: {first['msg']}") from None
+        field = first["loc"][0] if first["loc"] else "input"
+        raise fail(f"{field}: {str(first['msg']).removeprefix('Value error, ')}") from None
     roles = ["admin"] if admin else [role or settings.default_role]
 
     async def go(ctx: Any) -> None:

@@ -453,4 +453,4 @@ class AuthService:
     async def announce(self, session: AsyncSession, kind: str, subject: uuid.UUID | str) -> None:
         """Record a change every replica must see; drop our own cache once committed."""
         await auth_repo.add_change(session, kind, str(subject))
-        after_commit(session, lambda: self.view.invalidate(kind, str(subject)))
+        after_commit(session, lambda: self.view.local_change(kind, str(subject)))

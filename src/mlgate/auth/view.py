@@ -84,7 +84,19 @@ class AuthView:
         self._last_good_poll = 0.0
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[ChangeListener] = []
+        self._publishers: list[Callable[[str, str], None]] = []
         self._wake = asyncio.Event()
+
+    def add_publisher(self, publisher: Callable[[str, str], None]) -> None:
+        """Told of every change committed by this process (e.g. to notify other replicas
+        through Redis pub/sub so they poll at once instead of within poll_interval)."""
+        self._publishers.append(publisher)
+
+    def local_change(self, kind: str, subject: str) -> None:
+        """A change this process committed: drop the cached entry now and tell publishers."""
+        self.invalidate(kind, subject)
+        for publish in self._publishers:
+            publish(kind, subject)
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Called with (kind, subject) for every change seen, e.g. to reload signing keys."""
