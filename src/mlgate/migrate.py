@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -35,6 +36,9 @@ async def migrate(db: Database) -> None:
 
     def upgrade(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), "heads")
+
+    # Alembic logs every plugin and step at INFO; a start-up needs none of that.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async with db.engine.begin() as conn:
         await conn.run_sync(upgrade)
