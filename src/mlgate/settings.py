@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
     batch_max_rows: int = Field(256, ge=1)
     batching: bool = True
+    # Extra types a .skops upload may contain, beyond scikit-learn's estimators that
+    # mlgate trusts by default. Taken from configuration, never from the file.
+    skops_trusted_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
     upload_check_memory_mb: int = Field(2048, ge=128)
     upload_check_cpu_seconds: int = Field(120, ge=1)
     allow_pickle: bool = False
@@ -89,7 +92,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
 
-    _split = field_validator("cors_origins", "trusted_proxies", mode="before")(_split_csv)
+    _split = field_validator(
+        "cors_origins", "trusted_proxies", "skops_trusted_types", mode="before"
+    )(_split_csv)
     _blank = field_validator(
         "rate_limit_guest",
         "rate_limit_user",
@@ -166,11 +171,26 @@ class Settings(BaseSettings):
             kek is None or len(kek.encode()) >= 32,
             "MLGATE_KEY_ENCRYPTION_KEY must be at least 32 bytes when set",
         )
-        add(
-            not (self.registration == "open" and self.default_role in {"user", "admin"}),
-            "open registration whose default role can predict: anyone may use your models",
-            level="warn",
-        )
+        if self.registration == "open":
+            from mlgate.rbac.permissions import BUILTIN_ROLES, Permission
+
+            builtin = BUILTIN_ROLES.get(self.default_role)
+            if builtin is None:
+                # A custom role's permissions live in the database; say what to verify.
+                add(
+                    False,
+                    f"open registration gives custom role '{self.default_role}': make sure it "
+                    "cannot predict, or anyone may use your models",
+                    level="warn",
+                )
+            else:
+                add(
+                    Permission.MODELS_PREDICT not in builtin[1],
+                    "open registration whose default role can predict: anyone may use your "
+                    "models (set MLGATE_REGISTRATION=closed or a default role without "
+                    "models:predict)",
+                    level="warn",
+                )
         return out
 
 
