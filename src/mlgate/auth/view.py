@@ -31,6 +31,9 @@ from mlgate.users import repository as users_repo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Cached user entries are reloaded after this long even without a change notice, so
+# profile fields that change without one (last_login_at) stay nearly current.
+USER_MAX_AGE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,10 @@ class UserState:
     permissions: frozenset[str]
     tokens_valid_after: float | None
     epoch: int
+    email: str = ""
+    created_at: datetime | None = None
+    last_login_at: datetime | None = None
+    loaded_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +182,12 @@ class AuthView:
             raise Unavailable("Cannot verify credentials right now; retry shortly") from None
 
     async def user(self, user_id: uuid.UUID) -> UserState | None:
+        """The user's current auth state (and profile, whose non-security fields such as
+        last_login_at may lag by up to USER_MAX_AGE seconds)."""
         if self.fresh and user_id in self._users:
-            return self._users[user_id]
+            cached = self._users[user_id]
+            if cached is None or time.monotonic() - cached.loaded_at < USER_MAX_AGE:
+                return cached
         state = await self._load(lambda s: load_user_state(s, user_id))
         self._users[user_id] = state
         return state
@@ -239,4 +250,8 @@ async def load_user_state(session: AsyncSession, user_id: uuid.UUID) -> UserStat
         permissions=permissions,
         tokens_valid_after=_ts(row.tokens_valid_after),
         epoch=row.auth_epoch,
+        email=row.email,
+        created_at=row.created_at,
+        last_login_at=row.last_login_at,
+        loaded_at=time.monotonic(),
     )

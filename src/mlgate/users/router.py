@@ -19,9 +19,9 @@ async def user_out(session: AsyncSession, user: UserRow) -> UserOut:
 
 
 @router.get("/me", dependencies=[Authenticated()], responses=AUTH_RESPONSES)
-async def me(principal: PrincipalDep, session: SessionDep) -> UserOut:
-    user = await users_service.require(session, principal.user_id)
-    return await user_out(session, user)
+async def me(principal: PrincipalDep, ctx: ContextDep) -> UserOut:
+    # Served from the in-memory auth view the request was authenticated with: no query.
+    return await users_service.describe_current(ctx.view, principal.user_id)
 
 
 @router.patch("/me", dependencies=[Authenticated()], responses=responses(AUTH_RESPONSES, CONFLICT))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlgate.auth.view import AuthView
 from mlgate.errors import NotFound
 from mlgate.users import repository as users_repo
 from mlgate.users.schemas import UserOut
@@ -22,6 +25,22 @@ async def describe(session: AsyncSession, user: UserRow) -> UserOut:
         is_active=user.is_active,
         created_at=user.created_at,
         last_login_at=user.last_login_at,
+    )
+
+
+async def describe_current(view: AuthView, user_id: uuid.UUID) -> UserOut:
+    state = await view.user(user_id)
+    if state is None or state.created_at is None:
+        raise NotFound("No such user")
+    return UserOut(
+        id=state.id,
+        username=state.username,
+        email=state.email,
+        roles=sorted(state.roles),
+        permissions=sorted(state.permissions),
+        is_active=state.is_active,
+        created_at=state.created_at,
+        last_login_at=state.last_login_at,
     )
 
 
@@ -49,8 +68,6 @@ async def describe_many(session: AsyncSession, users: list[UserRow]) -> list[Use
 
 
 async def require(session: AsyncSession, user_id: object) -> UserRow:
-    import uuid
-
     if not isinstance(user_id, uuid.UUID):
         raise NotFound("No such user")
     user = await users_repo.get(session, user_id)
