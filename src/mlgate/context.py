@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from mlgate.auth.authenticate import Authenticator
     from mlgate.auth.passwords import PasswordService
     from mlgate.auth.service import AuthService
+    from mlgate.auth.throttle import LoginThrottle
     from mlgate.auth.tokens import TokenService
     from mlgate.auth.view import AuthView
+    from mlgate.limits.service import Accounting
+    from mlgate.metrics import Metrics
+    from mlgate.notify import Notifier
     from mlgate.state import StateBackend
 
 
@@ -34,8 +38,14 @@ class AppContext:
     audit: AuditService
     kek: bytes
     state: StateBackend | None = None
+    # Abuse control (mlgate.limits, mlgate.auth.throttle), built with the context.
+    accounting: Accounting | None = None
+    throttle: LoginThrottle | None = None
     # Set by the serving domain (mlgate.serving) at startup.
     models: Any = None
+    # Observability and the Redis change-notice accelerator (mlgate.metrics, .notify).
+    metrics: Metrics | None = None
+    notifier: Notifier | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

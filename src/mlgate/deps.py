@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlgate.auth.principal import Principal, auth_error_from_scope, principal_from_scope
 from mlgate.context import META_KEY, RequestMeta
-from mlgate.errors import NotAuthenticated, PermissionDenied
+from mlgate.errors import MlgateError, NotAuthenticated, PermissionDenied
 
 if TYPE_CHECKING:
     from mlgate.context import AppContext
@@ -52,6 +52,53 @@ def _authenticated_principal(request: Request) -> Principal:
     return principal
 
 
+async def _denied(request: Request, exc: MlgateError, permission: str | None = None) -> None:
+    """Record `access.denied` for a 401/403 on a protected route, committed before the
+    answer leaves. Anonymous 401s are aggregated per IP and minute (`details.count`)."""
+    from mlgate.audit.events import Action, AuditEvent
+
+    ctx: AppContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        return
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    meta = get_meta(request)
+    principal = principal_from_scope(request.scope)
+    details: dict[str, Any] = {"code": str(exc.code)}
+    if permission is not None and exc.status == 403:
+        details["permission"] = permission
+    event = AuditEvent.of(
+        Action.ACCESS_DENIED,
+        "denied",
+        meta=meta,
+        principal=principal,
+        resource=f"route:{request.method} {template}",
+        status=exc.status,
+        details=details,
+    )
+    if principal is None:
+        await ctx.audit.submit_aggregated(event, f"{Action.ACCESS_DENIED}|{exc.status}|{meta.ip}")
+    else:
+        await ctx.audit.submit(event)
+
+
+async def _check(request: Request, permission: str | None) -> Principal:
+    try:
+        principal = _authenticated_principal(request)
+        if permission is not None and not principal.has(permission):
+            raise PermissionDenied(f"This needs the '{permission}' permission", scope=permission)
+    except MlgateError as exc:
+        await _denied(request, exc, permission)
+        raise
+    return principal
+
+
+async def _route_refused(request: Request, exc: MlgateError, permission: str | None) -> None:
+    # A 401/403 decided inside the route (e.g. an API key may not log out).
+    if exc.status in (401, 403):
+        await _denied(request, exc, permission)
+
+
 def _mark(fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
     setattr(fn, GUARD_ATTR, kind)
     return fn
@@ -67,24 +114,33 @@ def Public() -> Any:  # noqa: N802 - reads as a guard declaration
 
 
 def Authenticated() -> Any:  # noqa: N802
-    """Guard for routes any valid principal may call."""
+    """Guard for routes any valid principal may call. A refusal (401, or a 403 decided
+    by the route) is recorded as `access.denied`."""
 
-    def authenticated(request: Request) -> Principal:
-        return _authenticated_principal(request)
+    async def authenticated(request: Request) -> AsyncIterator[Principal]:
+        principal = await _check(request, None)
+        try:
+            yield principal
+        except MlgateError as exc:
+            await _route_refused(request, exc, None)
+            raise
 
-    return Depends(_mark(authenticated, "authenticated"))
+    return Depends(_mark(authenticated, "authenticated"), scope="function")
 
 
 def Require(permission: str) -> Any:  # noqa: N802
-    """Guard for routes that need one permission."""
+    """Guard for routes that need one permission. A refusal is recorded as
+    `access.denied`."""
 
-    def require(request: Request) -> Principal:
-        principal = _authenticated_principal(request)
-        if not principal.has(permission):
-            raise PermissionDenied(f"This needs the '{permission}' permission", scope=permission)
-        return principal
+    async def require(request: Request) -> AsyncIterator[Principal]:
+        principal = await _check(request, permission)
+        try:
+            yield principal
+        except MlgateError as exc:
+            await _route_refused(request, exc, permission)
+            raise
 
-    return Depends(_mark(require, f"require:{permission}"))
+    return Depends(_mark(require, f"require:{permission}"), scope="function")
 
 
 def current_principal(request: Request) -> Principal:

@@ -11,7 +11,8 @@ from starlette.datastructures import FormData
 from mlgate.auth.schemas import JwksOut, RegisterIn, TokenOut
 from mlgate.deps import Authenticated, ContextDep, MetaDep, PrincipalDep, Public, SessionDep
 from mlgate.errors import InvalidRequest, OAuthError
-from mlgate.openapi import AUTH_RESPONSES, PUBLIC_RESPONSES
+from mlgate.limits.service import REVOKE_RATE, accounting_of
+from mlgate.openapi import AUTH_RESPONSES, CONFLICT, PROBLEM, PUBLIC_RESPONSES
 from mlgate.users.router import user_out
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -44,12 +45,20 @@ TOKEN_FORM_DOC: dict[str, Any] = {
     "/register",
     status_code=201,
     dependencies=[Public()],
-    responses=PUBLIC_RESPONSES,
+    responses={
+        **PUBLIC_RESPONSES,
+        **CONFLICT,
+        400: {"description": "Invalid request", "content": PROBLEM},
+        403: {"description": "Registration is closed", "content": PROBLEM},
+        429: {"description": "Too many registrations from one IP", "content": PROBLEM},
+    },
     summary="Create an account",
 )
 async def register(
     body: RegisterIn, session: SessionDep, ctx: ContextDep, meta: MetaDep
 ) -> dict[str, Any]:
+    # Per client IP (RATE_LIMIT_REGISTER); every attempt counts, so probing is limited too.
+    await accounting_of(ctx).limit_ip("register", meta.ip, ctx.settings.rate_limit_register)
     user = await ctx.auth.register(
         session, meta, username=body.username, email=str(body.email), password=body.password
     )
@@ -134,10 +143,14 @@ async def token(
             },
         }
     },
-    responses={400: {"description": "RFC 6749 error"}},
+    responses={
+        400: {"description": "RFC 6749 error"},
+        429: {"description": "Too many requests from this address"},
+    },
     summary="Revoke a refresh token, access token or API key (RFC 7009)",
 )
 async def revoke(request: Request, session: SessionDep, ctx: ContextDep, meta: MetaDep) -> Response:
+    await accounting_of(ctx).limit_ip("revoke", meta.ip, REVOKE_RATE)
     form = await _form(request)
     token_value = _param(form, "token")
     _param(form, "token_type_hint", required=False)

@@ -134,7 +134,17 @@ class AuthService:
         password: str,
         scope: str | None,
     ) -> TokenPair:
+        from mlgate.auth.throttle import account_key, throttle_of
+
         user = await users_repo.find_by_login(session, login)
+        throttle = throttle_of(self)
+        account = account_key(login, user.id if user is not None else None)
+        if throttle is not None:
+            try:
+                await throttle.check(account, meta.ip)  # before any hash is computed
+            except OAuthError:
+                await self._login_failed(meta, login, user, "throttled")
+                raise
         if len(password) > MAX_LOGIN_PASSWORD_CHARS:
             password = ""  # still pay for one hash, so the answer's timing tells nothing
             user_hash = None
@@ -147,6 +157,8 @@ class AuthService:
         if not user.is_active:
             await self._login_failed(meta, login, user, "account_disabled")
             raise OAuthError("invalid_grant", "The account is disabled")
+        if throttle is not None:
+            await throttle.succeeded(account)
         roles = await users_repo.roles_of(session, user.id)
         permissions = await users_repo.permissions_of_roles(session, roles)
         granted = self._grant_scope(scope, permissions)
@@ -274,18 +286,33 @@ class AuthService:
     async def _login_failed(
         self, meta: RequestMeta, login: str, user: UserRow | None, reason: str
     ) -> None:
-        await self.audit.submit(
-            AuditEvent.of(
-                Action.LOGIN_FAILURE,
-                "failure",
-                meta=meta,
-                actor_id=user.id if user is not None else None,
-                actor=user.username if user is not None else login[:64],
-                resource=f"user:{user.id}" if user is not None else None,
-                status=400,
-                details={"reason": reason},
-            )
+        from mlgate.auth.throttle import account_key, throttle_of
+
+        account = account_key(login, user.id if user is not None else None)
+        throttle = throttle_of(self)
+        if throttle is not None and reason == "bad_credentials":
+            await throttle.failed(account, meta.ip)
+        details = {"reason": reason}
+        if user is None:
+            # People type passwords into the username field: an unknown name is kept
+            # only as the digest the throttle uses (compute it to search for a name).
+            details["login_digest"] = account.removeprefix("n:")
+        event = AuditEvent.of(
+            Action.LOGIN_FAILURE,
+            "failure",
+            meta=meta,
+            actor_id=user.id if user is not None else None,
+            actor=user.username if user is not None else None,
+            resource=f"user:{user.id}" if user is not None else None,
+            status=429 if reason == "throttled" else 400,
+            details=details,
         )
+        if reason == "throttled":
+            # A flood against a locked account is one event per IP, account and minute.
+            key = f"{Action.LOGIN_FAILURE}|throttled|{meta.ip}|{account}"
+            await self.audit.submit_aggregated(event, key)
+        else:
+            await self.audit.submit(event)
 
     # -- ending sessions ------------------------------------------------------------------
 
