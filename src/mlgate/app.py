@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from mlgate import __version__, problems
+from mlgate import __version__, metrics, notify, problems
 from mlgate.audit.service import AuditService
 from mlgate.auth import repository as auth_repo
 from mlgate.auth.authenticate import Authenticator
@@ -25,6 +25,8 @@ from mlgate.auth.passwords import PasswordService
 from mlgate.auth.router import jwks_router
 from mlgate.auth.router import router as auth_router
 from mlgate.auth.service import AuthService
+from mlgate.auth.throttle import LoginThrottle
+from mlgate.auth.throttle import attach as attach_throttle
 from mlgate.auth.tokens import TokenService
 from mlgate.auth.view import AuthView
 from mlgate.bootstrap import BootstrapResult, announce_admin_password, bootstrap
@@ -33,10 +35,12 @@ from mlgate.db import Database
 from mlgate.deps import GUARD_ATTR
 from mlgate.docs import install_docs
 from mlgate.health import router as health_router
+from mlgate.limits.service import Accounting
 from mlgate.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mlgate.openapi import PROBLEM_SCHEMA
 from mlgate.rbac.permissions import Permission
 from mlgate.settings import Settings
+from mlgate.state import make_state
 from mlgate.users.router import router as users_router
 
 log = logging.getLogger("mlgate")
@@ -53,6 +57,9 @@ def build_context(settings: Settings) -> AppContext:
     view = AuthView(db)
     audit = AuditService(db)
     auth = AuthService(settings, db, passwords, tokens, view, audit)
+    state = make_state(settings.redis_url)
+    throttle = LoginThrottle(state, settings)
+    attach_throttle(auth, throttle)
     return AppContext(
         settings=settings,
         db=db,
@@ -63,6 +70,10 @@ def build_context(settings: Settings) -> AppContext:
         authenticator=Authenticator(tokens, view),
         audit=audit,
         kek=kek,
+        state=state,
+        accounting=Accounting(settings, db, state, writer_db=audit.writer_db),
+        throttle=throttle,
+        metrics=metrics.Metrics(),
     )
 
 
@@ -99,8 +110,14 @@ async def start(ctx: AppContext, *, run_bootstrap: bool = True) -> BootstrapResu
 
     ctx.view.add_listener(on_change)
     await ctx.view.start()
+    if ctx.metrics is not None:
+        metrics.activate(ctx.metrics)
     await ctx.audit.start()
+    if ctx.accounting is not None:
+        ctx.view.add_listener(ctx.accounting.on_change)
+        await ctx.accounting.start()
     await _start_optional(ctx)
+    await notify.start_notifier(ctx)
     ctx.extras["key_toucher"] = asyncio.create_task(_touch_api_keys(ctx))
     return result
 
@@ -111,11 +128,18 @@ async def stop(ctx: AppContext) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await notify.stop_notifier(ctx)
     await _stop_optional(ctx)
-    await ctx.audit.stop()
+    if ctx.accounting is not None:
+        await ctx.accounting.stop()
+    await ctx.audit.stop()  # flushes every queued event before the database closes
+    if ctx.state is not None:
+        await ctx.state.close()
     await ctx.view.stop()
     ctx.passwords.close()
     await ctx.db.dispose()
+    if ctx.metrics is not None:
+        metrics.deactivate(ctx.metrics)
 
 
 async def _start_optional(ctx: AppContext) -> None:
@@ -177,12 +201,24 @@ def create_app(settings: Settings | None = None, *, run_bootstrap: bool = True) 
         default_limit=settings.max_body_bytes,
         limits={MODEL_UPLOAD_PATH: settings.max_model_bytes},
     )
-    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(
+        RequestContextMiddleware,
+        trusted_proxies=settings.trusted_proxies,
+        on_finish=metrics.on_finish,
+    )
     return app
 
 
 # Routers of the domains beyond auth; each module exposes `router`.
-OPTIONAL_ROUTERS: list[str] = []
+OPTIONAL_ROUTERS: list[str] = [
+    "mlgate.rbac.router",
+    "mlgate.users.admin_router",
+    "mlgate.users.sessions_router",
+    "mlgate.auth.keys_router",
+    "mlgate.metrics_router",
+    "mlgate.audit.router",
+    "mlgate.limits.router",
+]
 
 
 def _include_routers(app: FastAPI) -> None:
@@ -190,6 +226,11 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(jwks_router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    from mlgate.serving import router as serving_v1
+    from mlgate.serving import v2 as serving_v2
+
+    app.include_router(serving_v1.router, prefix="/api/v1")
+    app.include_router(serving_v2.router)
     for module_name in OPTIONAL_ROUTERS:
         module = importlib.import_module(module_name)
         app.include_router(module.router)
@@ -221,7 +262,7 @@ def _install_openapi(app: FastAPI) -> None:
             },
             "APIKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }
-        for route in iter_api_routes(app):
+        for path, route in iter_route_paths(app):
             if not route.include_in_schema:
                 continue
             guard = route_guard(route)
@@ -229,7 +270,7 @@ def _install_openapi(app: FastAPI) -> None:
                 continue
             scopes = [guard.split(":", 1)[1]] if guard.startswith("require:") else []
             for method in route.methods or ():
-                op = schema["paths"].get(route.path_format, {}).get(method.lower())
+                op = schema["paths"].get(path, {}).get(method.lower())
                 if op is not None:
                     op["security"] = [{"OAuth2": scopes}, {"APIKey": []}]
         app.openapi_schema = schema
@@ -242,19 +283,24 @@ def _install_openapi(app: FastAPI) -> None:
         return JSONResponse(build())
 
 
-def iter_api_routes(app: FastAPI) -> list[APIRoute]:
-    """Every APIRoute of the app, through included routers (FastAPI keeps those lazily)."""
-    found: list[APIRoute] = []
+def iter_route_paths(app: FastAPI) -> list[tuple[str, APIRoute]]:
+    """(full path, route) of every APIRoute, through included routers and their prefixes
+    (FastAPI keeps included routers lazily, so `app.routes` does not list them)."""
+    found: list[tuple[str, APIRoute]] = []
 
-    def walk(routes: list[Any]) -> None:
+    def walk(routes: list[Any], prefix: str) -> None:
         for route in routes:
             if isinstance(route, APIRoute):
-                found.append(route)
+                found.append((prefix + route.path_format, route))
             elif hasattr(route, "original_router"):
-                walk(list(route.original_router.routes))
+                walk(list(route.original_router.routes), prefix + route.include_context.prefix)
 
-    walk(list(app.router.routes))
+    walk(list(app.router.routes), "")
     return found
+
+
+def iter_api_routes(app: FastAPI) -> list[APIRoute]:
+    return [route for _, route in iter_route_paths(app)]
 
 
 def route_guard(route: APIRoute) -> str | None:

@@ -156,19 +156,23 @@ def init(
 
 @app.command("check-config")
 def check_config(
-    workers: Annotated[int, typer.Option(min=1)] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes you plan to run")] = 1,
 ) -> None:
-    """Print the production checklist against the current settings."""
+    """Print the production checklist against the current settings; exit 1 on a failure."""
+    # Evaluated as development so a failing production config is reported, not refused.
     settings = load_settings(env="development")
-    failed = False
-    for check in settings.checks(workers=workers):
-        mark = {
-            "ok": "[green]ok  [/green]",
-            "warn": "[yellow]warn[/yellow]",
-            "fail": "[red]FAIL[/red]",
-        }
-        console.print(f"{mark[check.level]} {check.message}", highlight=False)
-        failed = failed or check.level == "fail"
+    marks = {
+        "ok": "[green]ok  [/green]",
+        "warn": "[yellow]warn[/yellow]",
+        "fail": "[red]FAIL[/red]",
+    }
+    checks = settings.checks(workers=workers)
+    console.print("mlgate production checklist", highlight=False)
+    for check in checks:
+        console.print(f"{marks[check.level]} {check.message}", highlight=False, soft_wrap=True)
+    failed = sum(check.level == "fail" for check in checks)
+    warned = sum(check.level == "warn" for check in checks)
+    console.print(f"{failed} failed, {warned} warnings", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -245,6 +249,94 @@ def users_list() -> None:
     run(lambda: with_context(settings, go))
 
 
+sessions_app = typer.Typer(help="Manage a user's sessions.", no_args_is_help=True)
+users_app.add_typer(sessions_app, name="sessions")
+
+
+def _admin_action(username: str, action: Callable[[Any, Any, Any], Awaitable[str]]) -> None:
+    """Run `action(service, session, user)` on USERNAME in one transaction; print its line."""
+    settings = load_settings()
+
+    async def go(ctx: Any) -> str:
+        from mlgate.users.admin_service import AdminUserService
+
+        service = AdminUserService(ctx.auth)
+        async with ctx.db.session() as session:
+            user = await service.find(session, username)
+            return await action(service, session, user)
+
+    console.print(run(lambda: with_context(settings, go)), highlight=False)
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: str,
+    roles: Annotated[list[str], typer.Argument(help="The user's roles from now on")],
+) -> None:
+    """Replace the user's roles (the last administrator cannot be demoted)."""
+    from mlgate.users.admin_schemas import AdminUserPatchIn
+    from mlgate.users.admin_service import CLI_META
+
+    async def act(service: Any, session: Any, user: Any) -> str:
+        patch = AdminUserPatchIn(roles=roles)
+        await service.update(session, CLI_META, None, user.id, patch)
+        return f"{user.username} now has roles {', '.join(sorted(set(roles)))}"
+
+    _admin_action(username, act)
+
+
+def _set_active(username: str, active: bool) -> None:
+    async def act(service: Any, session: Any, user: Any) -> str:
+        await service.set_active(session, None, user.id, active)
+        return f"{user.username} is {'enabled' if active else 'disabled'}"
+
+    _admin_action(username, act)
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Disable a user: its sessions end and its tokens and API keys stop working."""
+    _set_active(username, False)
+
+
+@users_app.command("enable")
+def users_enable(username: str) -> None:
+    """Enable a disabled user (ended sessions stay ended)."""
+    _set_active(username, True)
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    username: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+) -> None:
+    """Set a user's password (prompted, or read from stdin); the user's sessions end."""
+    from mlgate.users.admin_service import CLI_META
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def act(service: Any, session: Any, user: Any) -> str:
+        await service.set_password(session, CLI_META, None, user.id, password)
+        return f"password of {user.username} set; its sessions have ended"
+
+    _admin_action(username, act)
+
+
+@sessions_app.command("revoke")
+def users_sessions_revoke(username: str) -> None:
+    """End every session of a user (force logout)."""
+    from mlgate.users.admin_service import CLI_META
+
+    async def act(service: Any, session: Any, user: Any) -> str:
+        count = await service.revoke_sessions(session, CLI_META, None, user.id)
+        return f"ended {count} session(s) of {user.username}"
+
+    _admin_action(username, act)
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a new active signing key; the old one verifies until its tokens expire."""
@@ -269,7 +361,10 @@ def _mount_optional() -> None:
 
 
 # Command groups of the other domains; each module exposes a Typer `app`.
-OPTIONAL_COMMANDS: list[tuple[str, str]] = []
+OPTIONAL_COMMANDS: list[tuple[str, str]] = [
+    ("mlgate.serving.cli", "models"),
+    ("mlgate.audit.cli", "audit"),
+]
 
 
 def main() -> None:
