@@ -102,3 +102,14 @@ def test_bad_settings_are_one_line(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["users", "list"], env=bad)
     assert result.exit_code == 1
     assert "32 bytes" in result.output
+
+
+def test_users_unlock(env: dict[str, str]) -> None:
+    args = ["users", "create", "locked", "--email", "l@example.com", "--password-stdin"]
+    assert runner.invoke(app, args, input=USER_PASSWORD + "\n", env=env).exit_code == 0
+    result = runner.invoke(app, ["users", "unlock", "locked"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "locked is unlocked" in result.output
+    missing = runner.invoke(app, ["users", "unlock", "nobody"], env=env)
+    assert missing.exit_code == 1
+    assert "No user named" in missing.output

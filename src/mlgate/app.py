@@ -26,7 +26,6 @@ from mlgate.auth.router import jwks_router
 from mlgate.auth.router import router as auth_router
 from mlgate.auth.service import AuthService
 from mlgate.auth.throttle import LoginThrottle
-from mlgate.auth.throttle import attach as attach_throttle
 from mlgate.auth.tokens import TokenService
 from mlgate.auth.view import AuthView
 from mlgate.bootstrap import BootstrapResult, announce_admin_password, bootstrap
@@ -56,10 +55,9 @@ def build_context(settings: Settings) -> AppContext:
     tokens = TokenService(settings, kek)
     view = AuthView(db)
     audit = AuditService(db)
-    auth = AuthService(settings, db, passwords, tokens, view, audit)
     state = make_state(settings.redis_url)
     throttle = LoginThrottle(state, settings)
-    attach_throttle(auth, throttle)
+    auth = AuthService(settings, db, passwords, tokens, view, audit, throttle)
     return AppContext(
         settings=settings,
         db=db,

@@ -74,6 +74,8 @@ async def with_context(settings: Settings, action: Callable[[Any], Awaitable[T]]
         return await action(ctx)
     finally:
         ctx.passwords.close()
+        if ctx.state is not None:
+            await ctx.state.close()
         await ctx.db.dispose()
 
 
@@ -323,6 +325,20 @@ def users_reset_password(
         return f"password of {user.username} set; its sessions have ended"
 
     _admin_action(username, act)
+
+
+@users_app.command("unlock")
+def users_unlock(username: str) -> None:
+    """Clear a user's login lockout and failure counters (shared ones need Redis)."""
+    from mlgate.auth.throttle import unlock_username
+
+    settings = load_settings()
+
+    async def go(ctx: Any) -> str:
+        user = await unlock_username(ctx, username)
+        return f"{user.username} is unlocked"
+
+    console.print(run(lambda: with_context(settings, go)), highlight=False)
 
 
 @sessions_app.command("revoke")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mlgate.audit.events import Action
-from mlgate.auth.throttle import LoginThrottle, account_key, throttle_of
+from mlgate.auth.throttle import LoginThrottle, account_key
 from mlgate.errors import OAuthError
 from mlgate.state import MemoryState, RedisState, StateBackend
 from tests.audit.util import events
@@ -149,7 +149,7 @@ async def test_http_lockout_refuses_right_password_without_hashing(
 ) -> None:
     async with make_service(login_max_failures=3, login_lockout_seconds=60) as svc:
         clock = FakeClock()
-        throttle = throttle_of(svc.ctx.auth)
+        throttle = svc.ctx.auth.throttle
         assert throttle is not None
         throttle.clock = clock
         username, password = await svc.create_user("user")

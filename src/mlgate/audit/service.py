@@ -98,10 +98,8 @@ class AuditService:
 
     async def start(self) -> None:
         self.writer.start()
-        try:
-            from mlgate import metrics
-        except ImportError:  # pragma: no cover - metrics land separately
-            return
+        from mlgate import metrics
+
         metrics.set_audit_queue_depth(lambda: float(self.writer.depth))
 
     async def stop(self) -> None:

@@ -50,6 +50,7 @@ TOKEN_FORM_DOC: dict[str, Any] = {
         **CONFLICT,
         400: {"description": "Invalid request", "content": PROBLEM},
         403: {"description": "Registration is closed", "content": PROBLEM},
+        413: {"description": "Payload too large", "content": PROBLEM},
         429: {"description": "Too many registrations from one IP", "content": PROBLEM},
     },
     summary="Create an account",
@@ -143,9 +144,15 @@ async def token(
             },
         }
     },
+    response_class=Response,
     responses={
+        200: {
+            "description": "Revoked, or unknown (RFC 7009 answers 200 either way)",
+            "content": {},
+        },
         400: {"description": "RFC 6749 error"},
-        429: {"description": "Too many requests from this address"},
+        413: {"description": "Payload too large", "content": PROBLEM},
+        429: {"description": "Too many requests from this address", "content": PROBLEM},
     },
     summary="Revoke a refresh token, access token or API key (RFC 7009)",
 )

@@ -20,6 +20,7 @@ from mlgate.auth.authenticate import digest
 from mlgate.auth.passwords import PasswordService
 from mlgate.auth.principal import Principal
 from mlgate.auth.tables import RefreshTokenRow, SessionRow
+from mlgate.auth.throttle import LoginThrottle
 from mlgate.auth.tokens import TokenService
 from mlgate.auth.view import AuthView
 from mlgate.context import RequestMeta
@@ -59,7 +60,9 @@ class AuthService:
         tokens: TokenService,
         view: AuthView,
         audit: AuditService,
+        throttle: LoginThrottle | None = None,
     ) -> None:
+        self.throttle = throttle
         self.settings = settings
         self.db = db
         self.passwords = passwords
@@ -134,10 +137,10 @@ class AuthService:
         password: str,
         scope: str | None,
     ) -> TokenPair:
-        from mlgate.auth.throttle import account_key, throttle_of
+        from mlgate.auth.throttle import account_key
 
         user = await users_repo.find_by_login(session, login)
-        throttle = throttle_of(self)
+        throttle = self.throttle
         account = account_key(login, user.id if user is not None else None)
         if throttle is not None:
             try:
@@ -286,10 +289,10 @@ class AuthService:
     async def _login_failed(
         self, meta: RequestMeta, login: str, user: UserRow | None, reason: str
     ) -> None:
-        from mlgate.auth.throttle import account_key, throttle_of
+        from mlgate.auth.throttle import account_key
 
         account = account_key(login, user.id if user is not None else None)
-        throttle = throttle_of(self)
+        throttle = self.throttle
         if throttle is not None and reason == "bad_credentials":
             await throttle.failed(account, meta.ip)
         details = {"reason": reason}

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mlgate import metrics
 from mlgate.errors import NotFound, OAuthError, Unavailable
 from mlgate.settings import Settings
 from mlgate.state import StateBackend, StateError
@@ -38,15 +39,6 @@ log = logging.getLogger(__name__)
 BASE_DELAY_SECONDS = 30.0
 # How long failure counts are remembered after the last failure.
 MEMORY_SECONDS = 86400.0
-THROTTLE_ATTR = "_mlgate_login_throttle"
-
-
-def _metric(name: str) -> None:
-    try:
-        from mlgate import metrics
-    except ImportError:  # pragma: no cover - metrics land separately
-        return
-    getattr(metrics, name, lambda: None)()
 
 
 def account_key(login: str, user_id: uuid.UUID | None) -> str:
@@ -104,7 +96,7 @@ class LoginThrottle:
             log.warning("login throttling skipped, state backend unavailable: %s", exc)
             return
         if wait > 0:
-            _metric("lockout")
+            metrics.lockout()
             seconds = max(1, math.ceil(wait))
             raise OAuthError(
                 "temporarily_unavailable",
@@ -116,7 +108,7 @@ class LoginThrottle:
     async def failed(self, account: str, ip: str) -> None:
         """Count a failed password check and lock the scopes past their limit."""
         s = self.settings
-        _metric("login_failure")
+        metrics.login_failure()
         try:
             acct_key, ip_key = self._account(account), self._ip(ip)
             pair = await self.state.hincr(acct_key, f"n@{ip}", 1, MEMORY_SECONDS)
@@ -150,16 +142,6 @@ class LoginThrottle:
         await self.state.delete(*(self._account(a) for a in accounts))
 
 
-def attach(service: object, throttle: LoginThrottle) -> None:
-    """Give the auth service its throttle (set once at startup)."""
-    setattr(service, THROTTLE_ATTR, throttle)
-
-
-def throttle_of(service: object) -> LoginThrottle | None:
-    found = getattr(service, THROTTLE_ATTR, None)
-    return found if isinstance(found, LoginThrottle) else None
-
-
 async def unlock_user(throttle: LoginThrottle, user_id: uuid.UUID, names: list[str]) -> None:
     """Unlock an account: its id key and the name keys of its username and email."""
     await throttle.unlock([account_key("", user_id), *(account_key(n, None) for n in names)])
@@ -182,7 +164,7 @@ async def unlock_account(
     user = await users_repo.get(session, user_id)
     if user is None or user.deleted_at is not None:
         raise NotFound("No such user")
-    throttle = throttle_of(ctx.auth)
+    throttle = ctx.auth.throttle
     if throttle is not None:
         try:
             await unlock_user(throttle, user.id, [user.username, user.email])
