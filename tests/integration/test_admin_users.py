@@ -441,3 +441,33 @@ async def test_cli_reset_password_and_revoke_sessions(svc: Service) -> None:
     result = await cli(svc, "users", "sessions", "revoke", username)
     assert result.exit_code == 0, result.output
     await eventually_refused(svc, again, "token_revoked")
+
+
+async def test_concurrent_demotions_keep_one_admin(svc: Service) -> None:
+    """Two admins demoting each other at once: one demotion wins, the other is 409."""
+    import asyncio
+
+    second, password = await svc.create_user("admin")
+    first_headers = await svc.admin_headers()
+    second_headers = bearer(await svc.token(second, password))
+    users = (await svc.client.get("/api/v1/admin/users", headers=first_headers)).json()["items"]
+    ids = {u["username"]: u["id"] for u in users}
+    answers = await asyncio.gather(
+        svc.client.patch(
+            f"/api/v1/admin/users/{ids[second]}", json={"roles": ["user"]}, headers=first_headers
+        ),
+        svc.client.patch(
+            f"/api/v1/admin/users/{ids['admin']}", json={"roles": ["user"]}, headers=second_headers
+        ),
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses in ([200, 409], [200, 401], [200, 403]), [a.text for a in answers]
+    users = (
+        await svc.client.get("/api/v1/admin/users?role=admin", headers=first_headers)
+    ).json()
+    remaining = users.get("items", []) if isinstance(users, dict) else []
+    if not remaining:  # the first admin was demoted: ask as the second one
+        remaining = (
+            await svc.client.get("/api/v1/admin/users?role=admin", headers=second_headers)
+        ).json()["items"]
+    assert len(remaining) == 1

@@ -93,6 +93,7 @@ class RoleService:
             await roles_repo.set_permissions(session, name, permissions)
             for user in await roles_repo.holders(session, name):
                 user.auth_epoch += 1
+            await users_repo.lock_admin_guard(session)
             if not await users_repo.active_holders_of(session, ADMIN_CORE):
                 raise LastAdmin("That change would leave no active administrator")
         await self.auth.announce(session, "role", name)

@@ -293,6 +293,7 @@ class AdminUserService:
                 )
 
     async def _access_changed(self, session: AsyncSession, user: UserRow) -> None:
+        await users_repo.lock_admin_guard(session)
         if not await users_repo.active_holders_of(session, ADMIN_CORE):
             raise LastAdmin("That would leave no active administrator (users:write + roles:write)")
         user.auth_epoch += 1

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlgate.rbac.tables import RolePermissionRow, RoleRow
@@ -104,6 +104,17 @@ async def existing_roles(session: AsyncSession, names: Iterable[str]) -> set[str
         return set()
     stmt = select(RoleRow.name).where(RoleRow.name.in_(wanted))
     return set((await session.execute(stmt)).scalars())
+
+
+ADMIN_GUARD_LOCK = 0x6D6C6761646D  # "mlgadm"
+
+
+async def lock_admin_guard(session: AsyncSession) -> None:
+    """Serialize changes that could remove the last administrator until this transaction
+    ends. PostgreSQL needs the lock (READ COMMITTED would let two demotions each see the
+    other admin); SQLite already serializes writers and the check runs after our write."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADMIN_GUARD_LOCK})
 
 
 async def active_holders_of(session: AsyncSession, permissions: frozenset[str]) -> set[uuid.UUID]:
