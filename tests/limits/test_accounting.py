@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import uuid
 from datetime import UTC, datetime
@@ -216,35 +215,9 @@ async def test_memory_state_is_a_state_backend() -> None:
 # -- over HTTP through the serving routes ----------------------------------------------
 
 
-def _wired() -> bool:
-    import mlgate.serving.service as serving
-
-    source = inspect.getsource(serving)
-    return "accounting.admit" in source or "accounting_of(" in source
-
-
-@pytest.fixture
-def wired(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the serving domain fills in its `_admit`/`_record` hooks, put in exactly
-    the documented two calls, so the HTTP behaviour is tested either way."""
-    if _wired():
-        return
-    import mlgate.serving.service as serving
-
-    async def admit(ctx: Any, principal: Any, info: Any, version: Any, rows: int) -> Any:
-        return await ctx.accounting.admit(principal, rows)
-
-    async def record(ctx: Any, principal: Any, info: Any, version: Any, rows: int) -> None:
-        await ctx.accounting.record(principal, info.name, version.version, rows)
-
-    monkeypatch.setattr(serving, "_admit", admit)
-    monkeypatch.setattr(serving, "_record", record)
-
-
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-@pytest.mark.usefixtures("wired")
 async def test_predict_carries_headers_and_refuses(make_service: Any) -> None:
     async with make_service(rate_limit_user="2/minute") as svc:
         headers = await svc.user_headers()
@@ -268,7 +241,6 @@ async def test_predict_carries_headers_and_refuses(make_service: Any) -> None:
         assert "Retry-After" in r.headers
 
 
-@pytest.mark.usefixtures("wired")
 async def test_predict_quota_and_usage_equal_predictions(make_service: Any) -> None:
     async with make_service(daily_quota_user=5) as svc:
         headers = await svc.user_headers()

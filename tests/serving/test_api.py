@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from typing import Any
 
@@ -246,6 +247,10 @@ BAD_ROWS: list[tuple[str, str, str]] = [
         "unknown",
     ),
     ('{"inputs": [7]}', "row 0", "list"),
+    # An integer too large for a float (Python's json reads any length) must not be a 500.
+    ('{"inputs": [[1' + "0" * 400 + ", 3.5, 1.4, 0.2]]}", "sepal_length", "out of range"),
+    # Beyond float32: what many models compute in; one such row must not break a batch.
+    ('{"inputs": [[5.1, 3.5, 1e39, 0.2]]}', "petal_length", "out of range"),
     ('{"inputs": []}', "inputs", "at least one"),
 ]
 
@@ -311,3 +316,116 @@ async def test_predict_audit_holds_no_inputs(serving: Service) -> None:
     assert [r.details for r in rows] == [{"model": "iris", "version": 1, "rows": 1}]
     assert rows[0].outcome == "success"
     assert "5.1" not in str(rows[0].details)
+
+
+@pytest.mark.parametrize("same_bytes", [True, False], ids=["same-bytes", "different-bytes"])
+async def test_concurrent_uploads_of_one_name_get_consecutive_versions(
+    serving: Service, same_bytes: bool
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    headers = await serving.admin_headers()
+    x, y = iris_xy()
+    blobs = [
+        onnx_bytes(
+            fit_quietly(LogisticRegression(max_iter=1000, C=1.0 if same_bytes else 1.0 + i), x, y),
+            4,
+        )
+        for i in range(4)
+    ]
+    # Warm the sandbox verdicts, so the uploads below reach storage and publishing together.
+    for i, blob in enumerate(blobs):
+        assert (await upload(serving, headers, f"warm{i}", "m.onnx", blob)).status_code == 201
+    for round_ in range(2):  # a new name, then an existing one
+        answers = await asyncio.gather(
+            *(upload(serving, headers, "raced", "m.onnx", blob) for blob in blobs)
+        )
+        assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+        numbers = sorted(a.json()["version"] for a in answers)
+        assert numbers == [4 * round_ + n for n in (1, 2, 3, 4)]
+    info = (await serving.client.get("/api/v1/models/raced", headers=headers)).json()
+    assert [v["version"] for v in info["versions"]] == list(range(1, 9))
+    assert info["default_version"] in range(5, 9)
+    for version in (1, 8):
+        response = await serving.client.post(
+            "/api/v1/models/raced/predict",
+            headers=headers,
+            json={"inputs": x[:3].tolist(), "version": version},
+        )
+        assert response.status_code == 200, response.text
+
+
+def square_onnx() -> bytes:
+    """A regression y = x * x in float32: finite inputs overflow it to infinity."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Mul", ["input", "input"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "square",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+async def test_non_finite_model_output_is_422(serving: Service) -> None:
+    headers = await serving.admin_headers()
+    created = await upload(serving, headers, "square", "sq.onnx", square_onnx(), task="regression")
+    assert created.status_code == 201, created.text
+    ok = await serving.client.post(
+        "/api/v1/models/square/predict", headers=headers, json={"inputs": [[3.0]]}
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["predictions"] == [9.0]
+    overflow = await serving.client.post(
+        "/api/v1/models/square/predict", headers=headers, json={"inputs": [[2.0], [1e20]]}
+    )
+    body = problem(overflow, 422, "validation_error")
+    assert "row 1" in body["detail"]
+    assert body["errors"][0]["pointer"] == "/inputs/1"
+    infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1], "data": [1e20]}]}
+    v2 = await serving.client.post("/v2/models/square/infer", headers=headers, json=infer)
+    assert "non-finite" in problem(v2, 422, "validation_error")["error"]
+
+
+async def test_upload_and_first_load_hash_off_the_event_loop(
+    serving: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from tests.serving.test_storage import HashWatch
+
+    from mlgate.serving import router, service, storage
+
+    x, y = iris_xy()
+    forest = fit_quietly(RandomForestClassifier(n_estimators=30, random_state=1), x, y)
+    blob = skops_bytes(forest)  # converted to ONNX at upload: two artifacts to hash
+    headers = await serving.admin_headers()
+    watch = HashWatch()
+    for module in (router, service, storage):
+        monkeypatch.setattr(module, "hashlib", watch)
+    created = await upload(serving, headers, "forest", "f.skops", blob)
+    assert created.status_code == 201, created.text
+    response = await serving.client.post(
+        "/api/v1/models/forest/predict", headers=headers, json={"inputs": x[:5].tolist()}
+    )
+    assert response.status_code == 200, response.text
+    assert watch.hashed > len(blob)  # the upload, its conversion, the conversion loaded
+    assert watch.on_loop == 0
+
+
+async def test_malformed_body_answer_is_documented(serving: Service) -> None:
+    headers = {**await serving.admin_headers(), "content-type": "application/json"}
+    response = await serving.client.post(
+        "/api/v1/models/iris/predict", headers=headers, content=b"\xff\r\xfe"
+    )
+    problem(response, 400, "invalid_request")
+    schema = (await serving.client.get("/openapi.json")).json()
+    for path, method in (
+        ("/api/v1/models/{name}/predict", "post"),
+        ("/v2/models/{name}/infer", "post"),
+    ):
+        documented = schema["paths"][path][method]["responses"]
+        assert {"400", "503"} <= set(documented), path

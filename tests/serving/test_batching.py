@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.serving.conftest import iris_xy, onnx_bytes
 
+from mlgate.errors import Unavailable
 from mlgate.serving.batching import Batcher
 from mlgate.serving.runtime import Feature, ModelSpec, OnnxModel, Outputs
 
@@ -77,6 +78,57 @@ async def test_model_failure_reaches_every_caller() -> None:
         == 1
     )
     await batcher.close()
+
+
+async def test_one_bad_request_does_not_fail_its_batch_mates() -> None:
+    def picky(batch: Any) -> Outputs:
+        if (batch < 0).any():
+            raise ValueError("negative input")
+        return Outputs(values=batch.sum(axis=1))
+
+    batcher = Batcher(picky, EXECUTOR, max_rows=64, max_wait_s=0.005)
+    batches = [np.full((1, 2), -1.0 if i == 3 else float(i)) for i in range(8)]
+    results = await asyncio.gather(*(batcher.submit(b) for b in batches), return_exceptions=True)
+    assert isinstance(results[3], ValueError)
+    for i, out in enumerate(results):
+        if i != 3:
+            assert isinstance(out, Outputs)
+            assert out.values is not None
+            assert out.values.tolist() == [2.0 * i]
+    await batcher.close()
+
+
+async def test_close_answers_every_waiting_caller() -> None:
+    release = threading.Event()
+
+    def stuck(batch: Any) -> Outputs:
+        release.wait(5)
+        return Outputs(values=batch.sum(axis=1))
+
+    batcher = Batcher(stuck, EXECUTOR, max_rows=1, max_wait_s=0)
+    direct = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))  # idle: called directly
+    await asyncio.sleep(0.05)
+    running = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))  # a batch, in the executor
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))
+    await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(batcher.close(grace_s=0.1), 2)
+        results = await asyncio.wait_for(asyncio.gather(running, queued, return_exceptions=True), 2)
+    finally:
+        release.set()
+    assert all(isinstance(r, Unavailable) for r in results), results
+    assert len(await asyncio.wait_for(direct, 5)) == 1  # its own call still answers it
+    with pytest.raises(Unavailable):
+        await batcher.submit(np.ones((1, 2)))
+
+
+async def test_close_serves_what_is_queued_within_the_grace_period() -> None:
+    batcher = Batcher(Recorder(), EXECUTOR, max_rows=1, max_wait_s=0)
+    futures = [asyncio.ensure_future(batcher.submit(np.ones((1, 2)))) for _ in range(5)]
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert [len(await f) for f in futures] == [1] * 5
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import Service
+from tests.conftest import TEST_KEK, Service
 from tests.serving.conftest import iris_xy, onnx_bytes
 from tests.serving.test_api import upload
 from typer.testing import CliRunner
 
 import mlgate.tables  # noqa: F401
-from mlgate.db import Base, Database
 from mlgate.serving.cli import app
 from mlgate.serving.registry import ModelRegistry
 
@@ -22,16 +21,10 @@ from mlgate.serving.registry import ModelRegistry
 def test_cli_add_list_remove(
     tmp_path: Path, iris_logreg: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A fresh, empty database: the command migrates it itself.
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-
-    async def create() -> None:
-        db = Database(url)
-        async with db.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        await db.dispose()
-
-    asyncio.run(create())
     monkeypatch.setenv("MLGATE_DATABASE_URL", url)
+    monkeypatch.setenv("MLGATE_KEY_ENCRYPTION_KEY", TEST_KEK)
     monkeypatch.setenv("MLGATE_DATA_DIR", str(tmp_path))
     model = tmp_path / "iris.onnx"
     model.write_bytes(onnx_bytes(iris_logreg, 4))

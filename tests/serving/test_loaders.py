@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 from tests.serving.conftest import fit_quietly, iris_xy, onnx_bytes, skops_bytes
 
-from mlgate.errors import MlgateError, ValidationFailed
+from mlgate.errors import MlgateError, UnsafeFormat, ValidationFailed
+from mlgate.serving import sandbox
 from mlgate.serving.checks import describe_onnx, inspect_artifact
 from mlgate.serving.loaders import (
     DEFAULT_TRUSTED_TYPES,
@@ -20,9 +21,10 @@ from mlgate.serving.loaders import (
     check_onnx,
     check_skops_archive,
     detect_format,
+    trusted_types,
 )
 from mlgate.serving.runtime import Feature, ModelSpec
-from mlgate.serving.sandbox import Limits, check_upload
+from mlgate.serving.sandbox import CheckResult, Limits, check_upload
 
 TRUSTED = list(DEFAULT_TRUSTED_TYPES)
 MAX = 10 << 20
@@ -85,6 +87,65 @@ def test_onnx_external_data_refused() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(ValidationFailed, match="external data"):
         check_onnx(model.SerializeToString())
+
+
+def _graph_with(node: Any) -> Any:
+    return helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+    )
+
+
+def test_onnx_external_data_in_sparse_attribute_refused() -> None:
+    values = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    entry = values.external_data.add()
+    entry.key, entry.value = "location", "/etc/shadow"
+    indices = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+    sparse = helper.make_sparse_tensor(values, indices, [2])
+    node = helper.make_node("Constant", [], ["y"], sparse_value=sparse)
+    model = helper.make_model(_graph_with(node), opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ValidationFailed, match="external data"):
+        check_onnx(model.SerializeToString())
+
+
+def test_onnx_training_info_refused() -> None:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = helper.make_model(_graph_with(node), opset_imports=[helper.make_opsetid("", 18)])
+    model.training_info.add().algorithm.CopyFrom(_graph_with(node))
+    with pytest.raises(ValidationFailed, match="training"):
+        check_onnx(model.SerializeToString())
+
+
+def test_configured_trusted_types_extend_the_defaults() -> None:
+    from types import SimpleNamespace
+
+    extra = SimpleNamespace(skops_trusted_types=["mypkg.Scaler"])
+    assert set(trusted_types(extra)) == {*DEFAULT_TRUSTED_TYPES, "mypkg.Scaler"}
+    assert trusted_types(SimpleNamespace(skops_trusted_types=[])) == TRUSTED
+
+
+def test_stored_pickle_refused_without_allow_pickle(iris_logreg: Any) -> None:
+    import pickle
+
+    spec = ModelSpec(
+        "m",
+        1,
+        "classification",
+        tuple(Feature(f"x{i}") for i in range(4)),
+        None,
+        "pickle",
+        "pickle",
+    )
+    with pytest.raises(UnsafeFormat):
+        build_model(spec, pickle.dumps(iris_logreg), {}, trusted=TRUSTED, max_model_bytes=MAX)
+    model = build_model(
+        spec, pickle.dumps(iris_logreg), {}, trusted=TRUSTED, max_model_bytes=MAX, allow_pickle=True
+    )
+    assert len(model.predict(iris_xy()[0][:3])) == 3
 
 
 def test_onnx_garbage_refused() -> None:
@@ -180,8 +241,10 @@ def test_skops_untrusted_class_named() -> None:
 
     x, y = iris_xy()
     blob = skops_bytes(fit_quietly(Sneaky(max_iter=1000), x, y))
-    with pytest.raises(ValidationFailed, match="Sneaky"):
+    with pytest.raises(ValidationFailed, match="Sneaky") as err:
         inspect_artifact(blob, "skops", {}, TRUSTED, MAX)
+    assert err.value.errors
+    assert all(e["pointer"] == "/file" and "loc" in e for e in err.value.errors)
 
 
 def test_tampered_tree_refused() -> None:
@@ -243,3 +306,27 @@ async def test_sandbox_reports_refusal(tmp_path: Path) -> None:
 def test_onnx_model_proto_roundtrip_is_clean(iris_logreg: Any) -> None:
     proto = check_onnx(onnx_bytes(iris_logreg, 4))
     assert isinstance(proto, onnx.ModelProto)
+
+
+def test_sandbox_verdict_cache_is_bounded() -> None:
+    saved = dict(sandbox._RESULTS)
+    try:
+        for i in range(sandbox.RESULTS_MAX_ENTRIES * 3):
+            sandbox._remember(f"key{i}", CheckResult({}, b"x" * (1 << 20)))
+        assert len(sandbox._RESULTS) <= sandbox.RESULTS_MAX_ENTRIES
+        sandbox._remember("huge", CheckResult({}, b"x" * (sandbox.RESULTS_MAX_BYTES + 1)))
+        assert sum(len(r.converted or b"") for r in sandbox._RESULTS.values()) <= (
+            sandbox.RESULTS_MAX_BYTES
+        )
+    finally:
+        sandbox._RESULTS.clear()
+        sandbox._RESULTS.update(saved)
+
+
+def test_sandbox_child_gets_no_mlgate_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGATE_JWT_SECRET", "s3cret")
+    monkeypatch.setenv("MLGATE_DATABASE_URL", "postgresql://u:pw@db/x")
+    env = sandbox._child_env()
+    assert not [k for k in env if k.startswith("MLGATE_")]
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert "PATH" in env

@@ -167,6 +167,11 @@ V2_BAD: list[tuple[dict[str, Any], str]] = [
         "named",
     ),
     (infer_body(outputs=[{"name": "nope"}]), "unknown output"),
+    (infer_body(outputs=[{"name": "label", "parameters": [1]}]), "parameters"),
+    (infer_body(data=[5.1, 3.5, 1.4, True, 6.7, 3.0, 5.2, 2.3]), "boolean"),
+    (infer_body(data=[10**400, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]), "out of range"),
+    (infer_body(data=[1e39, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]), "out of range"),
+    (infer_body(data=[[[5.1, 3.5, 1.4, 0.2]], [[6.7, 3.0, 5.2, 2.3]]]), "nested"),
 ]
 
 
@@ -187,6 +192,13 @@ async def test_v2_nan_refused(serving: Service) -> None:
     )
     response = await serving.client.post("/v2/models/iris/infer", headers=headers, content=body)
     assert "finite" in problem(response, 422, "validation_error")["detail"]
+
+
+async def test_v2_deeply_nested_body_refused(serving: Service) -> None:
+    headers = {**await serving.user_headers("user"), "content-type": "application/json"}
+    body = "[" * 100_000 + "]" * 100_000
+    response = await serving.client.post("/v2/models/iris/infer", headers=headers, content=body)
+    assert "nested" in problem(response, 422, "validation_error")["error"]
 
 
 def _free_port() -> int:

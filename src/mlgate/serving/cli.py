@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,7 +15,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from mlgate.errors import MlgateError
-from mlgate.settings import Settings
 
 if TYPE_CHECKING:
     from mlgate.context import AppContext
@@ -28,38 +25,13 @@ T = TypeVar("T")
 CHUNK = 1 << 20
 
 
-@dataclass
-class _CliContext:
-    """The parts of AppContext the serving service uses, without the web app."""
-
-    settings: Settings
-    db: Any
-    audit: Any
-    models: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
 def _run(action: Callable[[AppContext], Awaitable[T]]) -> T:
-    from mlgate.audit.service import AuditService
-    from mlgate.db import Database
+    """Run `action` on the app context of the configured database (migrated first);
+    a failure is one clear line and exit status 1, never a traceback."""
+    from mlgate.cli import load_settings, run, with_context
 
-    async def main() -> T:
-        settings = Settings()
-        db = Database(settings.effective_database_url)
-        try:
-            ctx = _CliContext(settings, db, AuditService(db))
-            return await action(cast("AppContext", ctx))
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(main())
-    except MlgateError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}", highlight=False)
-        raise typer.Exit(1) from None
-    except Exception as exc:  # one clear line, never a traceback
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    settings = load_settings()
+    return run(lambda: with_context(settings, action))
 
 
 @app.command("list")

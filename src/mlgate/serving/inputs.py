@@ -1,7 +1,9 @@
 """Turning request rows into a float64 batch, or a 422 that names the row and feature.
 
 JSON gives Python values: bools are ints to Python and NaN/Infinity parse as floats,
-so both are refused explicitly.
+so both are refused explicitly, and so are integers too large for a float. Numbers must
+lie within float32's range (models commonly compute in float32: scikit-learn's trees
+and most ONNX graphs), and integer features within +-2**53 (exact in float64).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from mlgate.serving.runtime import Feature, FloatArray
 
 MAX_ERRORS = 20
 NUMBER_TYPES = (int, float)
+MAX_MAGNITUDE = float(np.finfo(np.float32).max)
+MAX_INTEGER = 2**53
 
 
 def check_rows(count: int, max_rows: int) -> None:
@@ -40,8 +44,13 @@ def _bad_value(value: Any, feature: Feature) -> str | None:
         return f"feature '{feature.name}' must be a number, got {_describe(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"feature '{feature.name}' must be a finite number, got {_describe(value)}"
-    if feature.type == "integer" and isinstance(value, float) and not value.is_integer():
-        return f"feature '{feature.name}' must be an integer, got {value}"
+    if abs(value) > MAX_MAGNITUDE:
+        return f"feature '{feature.name}' is out of range (at most {MAX_MAGNITUDE:.4g} in size)"
+    if feature.type == "integer":
+        if isinstance(value, float) and not value.is_integer():
+            return f"feature '{feature.name}' must be an integer, got {value}"
+        if abs(value) > MAX_INTEGER:
+            return f"feature '{feature.name}' is out of range (at most 2**53 in size)"
     return None
 
 
@@ -96,27 +105,32 @@ def rows_to_array(inputs: list[Any], features: tuple[Feature, ...], max_rows: in
     return np.asarray(matrix, dtype=np.float64)
 
 
-def tensor_to_array(
-    values: Any, shape: list[int], datatype: str, features: tuple[Feature, ...]
-) -> FloatArray:
+def _tensor_error(index: int, width: int, features: tuple[Feature, ...], msg: str) -> Exception:
+    row, col = divmod(index, max(1, width))
+    name = features[col].name if col < len(features) else str(col)
+    return ValidationFailed(
+        f"input row {row}: feature '{name}' {msg}",
+        errors=[
+            {
+                "loc": ["body", "inputs", 0, "data", index],
+                "msg": msg,
+                "pointer": f"/inputs/0/data/{index}",
+            }
+        ],
+    )
+
+
+def tensor_to_array(values: Any, shape: list[int], features: tuple[Feature, ...]) -> FloatArray:
     """An Open Inference Protocol input (already a flat list or array) as a batch."""
-    arr = np.asarray(values)
-    if arr.dtype == object or arr.dtype.kind not in "iuf":
-        flat = list(np.asarray(values, dtype=object).reshape(-1).tolist())
+    width = len(features)
+    arr = np.asarray(values) if isinstance(values, np.ndarray) else None
+    if arr is None:
+        flat = values if isinstance(values, list) else [values]
         for i, v in enumerate(flat):
             if type(v) not in NUMBER_TYPES:
-                row, col = divmod(i, max(1, len(features)))
-                raise ValidationFailed(
-                    f"input row {row}: feature '{features[col].name}' must be a number, "
-                    f"got {_describe(v)}",
-                    errors=[
-                        {
-                            "loc": ["body", "inputs", 0, "data", i],
-                            "msg": "not a number",
-                            "pointer": f"/inputs/0/data/{i}",
-                        }
-                    ],
-                )
+                raise _tensor_error(i, width, features, f"must be a number, got {_describe(v)}")
+            if isinstance(v, int) and abs(v) > MAX_MAGNITUDE:
+                raise _tensor_error(i, width, features, "is out of range")
         arr = np.asarray(flat, dtype=np.float64)
     arr = arr.reshape(-1)
     expected = int(np.prod(shape)) if shape else 0
@@ -132,25 +146,18 @@ def tensor_to_array(
             ],
         )
     batch = arr.astype(np.float64).reshape(shape)
-    bad = np.argwhere(~np.isfinite(batch))
+    bad = np.flatnonzero(~np.isfinite(batch))
     if bad.size:
-        row, col = (int(x) for x in bad[0])
-        raise ValidationFailed(
-            f"input row {row}: feature '{features[col].name}' must be a finite number",
-            errors=[
-                {
-                    "loc": ["body", "inputs", 0, "data", row * len(features) + col],
-                    "msg": "not finite",
-                    "pointer": f"/inputs/0/data/{row * len(features) + col}",
-                }
-            ],
-        )
+        raise _tensor_error(int(bad[0]), width, features, "must be a finite number")
+    big = np.flatnonzero(np.abs(batch) > MAX_MAGNITUDE)
+    if big.size:
+        raise _tensor_error(int(big[0]), width, features, "is out of range")
     for col, feature in enumerate(features):
-        if feature.type == "integer" and datatype != "INT64":
-            column = batch[:, col]
-            if not np.all(column == np.round(column)):
-                row = int(np.argmax(column != np.round(column)))
-                raise ValidationFailed(
-                    f"input row {row}: feature '{feature.name}' must be an integer"
-                )
+        if feature.type != "integer":
+            continue
+        column = batch[:, col]
+        wrong = np.flatnonzero((column != np.round(column)) | (np.abs(column) > MAX_INTEGER))
+        if wrong.size:
+            index = int(wrong[0]) * width + col
+            raise _tensor_error(index, width, features, "must be an integer within +-2**53")
     return batch

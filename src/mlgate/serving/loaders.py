@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgate.errors import ErrorCode, MlgateError, ValidationFailed
+from mlgate.errors import ErrorCode, MlgateError, UnsafeFormat, ValidationFailed
 from mlgate.serving.runtime import Model, ModelSpec, OnnxModel, SklearnModel
 
 log = logging.getLogger("mlgate.serving")
@@ -38,9 +38,10 @@ DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
 
 
 def trusted_types(settings: Any) -> list[str]:
-    """The server's skops allow-list: never derived from the uploaded file."""
-    configured = getattr(settings, "skops_trusted_types", None)
-    return list(configured) if configured else list(DEFAULT_TRUSTED_TYPES)
+    """The server's skops allow-list: the defaults plus the configured extras (never
+    derived from the uploaded file)."""
+    configured = getattr(settings, "skops_trusted_types", None) or []
+    return list(dict.fromkeys([*DEFAULT_TRUSTED_TYPES, *configured]))
 
 
 def detect_format(filename: str | None) -> str:
@@ -67,16 +68,24 @@ def _graphs(graph: Any) -> Iterator[Any]:
                 yield from _graphs(sub)
 
 
+def _sparse(sparse: Any) -> Iterator[Any]:
+    yield sparse.values
+    yield sparse.indices
+
+
 def _tensors(graph: Any) -> Iterable[Any]:
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
+        yield from _sparse(sparse)
     for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from _sparse(attr.sparse_tensor)
+            for sparse in attr.sparse_tensors:
+                yield from _sparse(sparse)
 
 
 def check_onnx(data: bytes) -> Any:
@@ -92,6 +101,8 @@ def check_onnx(data: bytes) -> Any:
             raise ValidationFailed(f"ONNX operator domain '{opset.domain}' is not allowed")
     if len(proto.functions):
         raise ValidationFailed("ONNX models with local functions are not supported")
+    if len(proto.training_info):
+        raise ValidationFailed("ONNX models with training information are not supported")
     for graph in _graphs(proto.graph):
         for node in graph.node:
             if node.domain not in ONNX_DOMAINS:
@@ -133,7 +144,10 @@ def load_skops(data: bytes, trusted: list[str], max_model_bytes: int) -> Any:
         found = [t for t in sio.get_untrusted_types(data=data) if t not in trusted]
         raise ValidationFailed(
             "The skops file contains untrusted types: " + ", ".join(found or ["unknown"]),
-            errors=[{"loc": ["body", "file"], "msg": f"untrusted type {t}"} for t in found],
+            errors=[
+                {"loc": ["body", "file"], "msg": f"untrusted type {t}", "pointer": "/file"}
+                for t in found
+            ],
         ) from None
     except Exception as exc:
         raise ValidationFailed(
@@ -200,8 +214,11 @@ def build_model(
     *,
     trusted: list[str],
     max_model_bytes: int,
+    allow_pickle: bool = False,
 ) -> Model:
-    """A loaded model from its serving artifact. Runs off the event loop."""
+    """A loaded model from its serving artifact. Runs off the event loop. A stored pickle
+    is loaded only while ALLOW_PICKLE is still on: the database is not more trusted than
+    the upload was."""
     model: Model
     if spec.serving_format == "onnx":
         check_onnx(data)
@@ -209,6 +226,11 @@ def build_model(
     elif spec.serving_format == "skops":
         model = SklearnModel(spec, load_skops(data, trusted, max_model_bytes))
     elif spec.serving_format in PICKLE_FORMATS:
+        if not allow_pickle:
+            raise UnsafeFormat(
+                f"Model {spec.name} version {spec.version} is a {spec.serving_format} file "
+                "and MLGATE_ALLOW_PICKLE is off"
+            )
         model = SklearnModel(spec, load_pickle(data, spec.serving_format))
     else:
         raise ValidationFailed(f"Unknown serving format '{spec.serving_format}'")

@@ -71,6 +71,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError):
         raise _bad("The request header is not valid JSON") from None
+    except RecursionError:
+        raise _bad("The request header is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _bad("The request must be a JSON object")
     inputs = doc.get("inputs")
@@ -86,8 +88,10 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             raise _bad("outputs must be a list of objects", "/outputs")
         req.outputs = {}
-        for o in outputs:
+        for i, o in enumerate(outputs):
             p = o.get("parameters") or {}
+            if not isinstance(p, dict):
+                raise _bad("output parameters must be an object", f"/outputs/{i}/parameters")
             req.outputs[str(o.get("name"))] = bool(p.get("binary_data", req.binary_default))
     return req
 
@@ -135,7 +139,7 @@ def input_batch(req: InferRequest, version: VersionInfo, max_rows: int) -> Float
         values = _flatten(tensor["data"])
         if datatype == "INT64" and any(type(v) is not int for v in values):
             raise _bad("INT64 data must be integers", "/inputs/0/data")
-    return tensor_to_array(values, shape, datatype, version.features)
+    return tensor_to_array(values, shape, version.features)
 
 
 def output_names(version: VersionInfo) -> list[str]:
@@ -145,13 +149,16 @@ def output_names(version: VersionInfo) -> list[str]:
 
 
 def _flatten(data: Any) -> list[Any]:
+    """Tensor data, flat (row-major) or nested as [rows][features]; deeper is refused."""
     if not isinstance(data, list):
         return [data]
     if all(not isinstance(v, list) for v in data):
         return data
     out: list[Any] = []
     for v in data:
-        out.extend(_flatten(v))
+        if not isinstance(v, list) or any(isinstance(x, list) for x in v):
+            raise _bad("data must be flat or nested as [rows][features]", "/inputs/0/data")
+        out.extend(v)
     return out
 
 

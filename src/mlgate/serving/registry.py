@@ -16,11 +16,13 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
+from mlgate import metrics
 from mlgate.auth.principal import Principal
 from mlgate.db import Database, utcnow
-from mlgate.errors import NotFound
+from mlgate.errors import NotFound, Unavailable
 from mlgate.serving import catalogue as cat
 from mlgate.serving import repository as repo
 from mlgate.serving.batching import Batcher
@@ -34,6 +36,11 @@ log = logging.getLogger("mlgate.serving")
 POLL_SECONDS = 1.0
 GC_EVERY_POLLS = 600
 GC_GRACE = timedelta(hours=1)
+# A name not in the catalogue re-reads it at most this often (a flood of 404s must not
+# become a flood of catalogue queries); changes made here are seen at once via `touch`.
+MISS_REFRESH_SECONDS = 0.25
+# A version that failed to load is not retried by every request.
+LOAD_RETRY_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -57,6 +64,7 @@ class ModelRegistry:
         self.ready = False
         self._loaded: dict[tuple[str, int, str], Loaded] = {}
         self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
+        self._failed: dict[tuple[str, int, str], float] = {}
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0
         self._fresh_until = 0.0
@@ -77,9 +85,8 @@ class ModelRegistry:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for loaded in self._loaded.values():
-            await loaded.batcher.close()
-        self._loaded.clear()
+        loaded, self._loaded = list(self._loaded.values()), {}
+        await asyncio.gather(*(item.batcher.close() for item in loaded))
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.ready = False
 
@@ -105,7 +112,8 @@ class ModelRegistry:
             for v in m.versions.values()
         }
         for key in [k for k in self._loaded if k not in live]:
-            await self._loaded.pop(key).batcher.close()
+            # In the background: requests already queued are still answered.
+            self._spawn(self._loaded.pop(key).batcher.close())
 
     def touch(self) -> None:
         """After a change on this replica: read the catalogue fresh for a moment, so the
@@ -131,6 +139,13 @@ class ModelRegistry:
         async with self.db.session() as session:
             shas = await repo.collect_artifacts(session, candidates=None, created_before=before)
             await repo.collect_orphan_chunks(session, created_before=before)
+        live = {
+            sha
+            for m in self.catalogue.values()
+            for v in m.versions.values()
+            for sha in (v.sha256, v.serving_sha256)
+        }
+        await self.store.prune(live)
         return shas
 
     async def resolve(
@@ -140,7 +155,7 @@ class ModelRegistry:
         if time.monotonic() < self._fresh_until:
             await self.refresh()
         found = self._lookup(name, version, principal)
-        if found is None:
+        if found is None and time.monotonic() - self._refreshed_at > MISS_REFRESH_SECONDS:
             await self.refresh()  # maybe created moments ago on another replica
             found = self._lookup(name, version, principal)
         if found is None:
@@ -162,6 +177,8 @@ class ModelRegistry:
         return (info.name, version.version, version.serving_sha256) in self._loaded
 
     async def load(self, info: cat.ModelInfo, version: cat.VersionInfo) -> Loaded:
+        """The loaded model and its batcher; 503 when it cannot be loaded (the reason is
+        logged, and the load is not retried for a few seconds)."""
         key = (info.name, version.version, version.serving_sha256)
         if key in self._loaded:
             return self._loaded[key]
@@ -169,39 +186,55 @@ class ModelRegistry:
         async with lock:
             if key in self._loaded:
                 return self._loaded[key]
-            data = await self.store.get(version.serving_sha256)
-            loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(
-                self.executor,
-                lambda: build_model(
-                    info.spec(version),
-                    data,
-                    version.runtime,
-                    trusted=trusted_types(self.settings),
-                    max_model_bytes=self.settings.max_model_bytes,
-                ),
-            )
+            if self._failed.get(key, 0.0) > time.monotonic():
+                raise _cannot_load(info, version)
+            try:
+                model = await self._build(info, version)
+            except Exception as exc:
+                log.warning(
+                    "could not load model %s v%s: %s",
+                    info.name,
+                    version.version,
+                    getattr(exc, "detail", None) or repr(exc),
+                )
+                self._failed[key] = time.monotonic() + LOAD_RETRY_SECONDS
+                raise _cannot_load(info, version) from None
+            finally:
+                self._locks.pop(key, None)
+            self._failed.pop(key, None)
             batcher = Batcher(
                 model.predict,
                 self.executor,
                 max_rows=self.settings.batch_max_rows,
                 max_wait_s=self.settings.batch_max_wait_ms / 1000.0,
             )
+            batcher.on_batch = partial(metrics.observe_batch, info.name)
             self._loaded[key] = Loaded(model, batcher)
-            self._locks.pop(key, None)
             return self._loaded[key]
+
+    async def _build(self, info: cat.ModelInfo, version: cat.VersionInfo) -> Model:
+        data = await self.store.get(version.serving_sha256)
+        spec = info.spec(version)
+        settings = self.settings
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor,
+            lambda: build_model(
+                spec,
+                data,
+                version.runtime,
+                trusted=trusted_types(settings),
+                max_model_bytes=settings.max_model_bytes,
+                allow_pickle=settings.allow_pickle,
+            ),
+        )
 
     async def preload(self) -> None:
         """Load every default version in the background, so the first request is fast."""
         for info in list(self.catalogue.values()):
             version = info.default
             if version is not None and not self.is_loaded(info, version):
-                try:
-                    await self.load(info, version)
-                except Exception:
-                    log.warning(
-                        "could not load model %s v%s", info.name, version.version, exc_info=True
-                    )
+                with contextlib.suppress(Unavailable):
+                    await self.load(info, version)  # a failure is logged by `load`
 
     async def predict(
         self, info: cat.ModelInfo, version: cat.VersionInfo, rows: FloatArray
@@ -211,3 +244,10 @@ class ModelRegistry:
             return await loaded.batcher.submit(rows)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, loaded.model.predict, rows)
+
+
+def _cannot_load(info: cat.ModelInfo, version: cat.VersionInfo) -> Unavailable:
+    return Unavailable(
+        f"Model '{info.name}' version {version.version} cannot be loaded right now",
+        retry_after=int(LOAD_RETRY_SECONDS),
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlgate.db import utcnow
 from mlgate.serving.tables import ArtifactChunkRow, ArtifactRow, ModelRow, ModelVersionRow
 
 
@@ -39,6 +42,45 @@ async def catalogue(
     return models, versions
 
 
+def _insert_ignoring_conflicts(session: AsyncSession, table: Any, keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on the session's backend (SQLite or PostgreSQL)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+async def ensure_model(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Create the model row unless a model of that name exists (or is being created by a
+    concurrent transaction, which this waits for: PostgreSQL blocks on its unique key,
+    SQLite on its write lock). Never fails on a duplicate name."""
+    row = {"id": uuid.uuid4(), "latest_version": 0, "default_version": None, **values}
+    await session.execute(_insert_ignoring_conflicts(session, ModelRow, ["name"]).values(**row))
+
+
+async def allocate_version(session: AsyncSession, name: str) -> tuple[uuid.UUID, int] | None:
+    """The model's next version number, taken atomically: the UPDATE locks the model row
+    until this transaction ends, so concurrent uploads of one name get 1, 2, 3, ..."""
+    result = await session.execute(
+        update(ModelRow)
+        .where(ModelRow.name == name)
+        .values(latest_version=ModelRow.latest_version + 1)
+        .returning(ModelRow.id, ModelRow.latest_version)
+        .execution_options(synchronize_session=False)
+    )
+    found = result.one_or_none()
+    return None if found is None else (found[0], int(found[1]))
+
+
+async def lock_artifacts(session: AsyncSession, shas: Sequence[str]) -> set[str]:
+    """Which of these artifacts exist, share-locked until the transaction ends so that a
+    concurrent collection cannot delete them before the version row references them."""
+    result = await session.execute(
+        select(ArtifactRow.sha256)
+        .where(ArtifactRow.sha256.in_(list(shas)))
+        .with_for_update(read=True)
+    )
+    return set(result.scalars())
+
+
 async def add(session: AsyncSession, row: ModelRow | ModelVersionRow) -> None:
     session.add(row)
     await session.flush()
@@ -58,18 +100,18 @@ async def get_artifact(session: AsyncSession, sha256: str) -> ArtifactRow | None
     return await session.get(ArtifactRow, sha256)
 
 
-async def delete_chunks(session: AsyncSession, sha256: str) -> None:
-    await session.execute(delete(ArtifactChunkRow).where(ArtifactChunkRow.sha256 == sha256))
-
-
 async def add_chunk(session: AsyncSession, sha256: str, seq: int, data: bytes) -> None:
-    session.add(ArtifactChunkRow(sha256=sha256, seq=seq, data=data))
-    await session.flush()
+    # Content-addressed: a chunk already there (a concurrent or interrupted upload of the
+    # same bytes) holds the same bytes, so a conflict is success.
+    insert = _insert_ignoring_conflicts(session, ArtifactChunkRow, ["sha256", "seq"])
+    await session.execute(insert.values(sha256=sha256, seq=seq, data=data, created_at=utcnow()))
 
 
 async def add_artifact(session: AsyncSession, sha256: str, size: int, chunk_count: int) -> None:
-    session.add(ArtifactRow(sha256=sha256, size=size, chunk_count=chunk_count))
-    await session.flush()
+    insert = _insert_ignoring_conflicts(session, ArtifactRow, ["sha256"])
+    await session.execute(
+        insert.values(sha256=sha256, size=size, chunk_count=chunk_count, created_at=utcnow())
+    )
 
 
 async def read_chunk(session: AsyncSession, sha256: str, seq: int) -> bytes | None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from mlgate.deps import ContextDep, MetaDep, PrincipalDep, Require, SessionDep
 from mlgate.errors import PayloadTooLarge
+from mlgate.openapi import PROBLEM as OPENAPI_PROBLEM
 from mlgate.rbac.permissions import Permission
 from mlgate.serving import service
 from mlgate.serving.catalogue import ModelInfo
@@ -27,13 +29,18 @@ from mlgate.serving.schemas import (
     VersionOut,
 )
 
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": OPENAPI_PROBLEM}
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request body", **PROBLEM},
     401: {"description": "Not authenticated", **PROBLEM},
     403: {"description": "Missing permission", **PROBLEM},
     404: {"description": "No such model, or the caller's roles do not admit it", **PROBLEM},
     413: {"description": "Too many rows, or too large a file", **PROBLEM},
     422: {"description": "Invalid input: the row and feature are named", **PROBLEM},
+    503: {
+        "description": "The model cannot be loaded right now, or the database is down",
+        **PROBLEM,
+    },
 }
 UPLOAD_CHUNK = 1 << 20
 
@@ -85,9 +92,15 @@ async def get_model(name: str, session: SessionDep, principal: PrincipalDep) -> 
     response_model_exclude_none=True,
 )
 async def predict(
-    name: str, body: PredictRequest, ctx: ContextDep, principal: PrincipalDep, meta: MetaDep
+    name: str,
+    body: PredictRequest,
+    response: Response,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
 ) -> PredictResponse:
     result = await service.predict(ctx, principal, meta, name, body.inputs, body.version)
+    response.headers.update(result.headers)
     return PredictResponse(
         model=name,
         version=result.version.version,
@@ -98,12 +111,18 @@ async def predict(
 
 
 async def _spool(file: UploadFile, limit: int) -> service.SpooledUpload:
-    """Copy the upload to a private file, hashing it and refusing more than `limit`."""
+    """Copy the upload to a private file, hashing it and refusing more than `limit`.
+    The copy and the hashing run in a thread, off the event loop."""
+    return await asyncio.to_thread(_copy_and_hash, file.file, limit)
+
+
+def _copy_and_hash(source: BinaryIO, limit: int) -> service.SpooledUpload:
     fd, name = tempfile.mkstemp(prefix="mlgate-upload-")
     digest, size = hashlib.sha256(), 0
     try:
+        source.seek(0)
         with os.fdopen(fd, "wb") as out:
-            while chunk := await file.read(UPLOAD_CHUNK):
+            while chunk := source.read(UPLOAD_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"The model file exceeds {limit} bytes")

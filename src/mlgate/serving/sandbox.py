@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,28 @@ class CheckResult:
 
 
 # Results of checks already passed in this process, keyed by content and options, so the
-# same bytes (demo models, re-uploads) are not checked twice.
-_RESULTS: dict[str, CheckResult] = {}
+# same bytes (demo models, re-uploads) are not checked twice. Bounded: a result may hold
+# a converted model, and every upload would otherwise stay in memory for good.
+_RESULTS: OrderedDict[str, CheckResult] = OrderedDict()
+RESULTS_MAX_ENTRIES = 16
+RESULTS_MAX_BYTES = 64 << 20
+
+
+def _remember(key: str, result: CheckResult) -> None:
+    _RESULTS[key] = result
+    _RESULTS.move_to_end(key)
+
+    def held() -> int:
+        return sum(len(r.converted or b"") for r in _RESULTS.values())
+
+    while _RESULTS and (len(_RESULTS) > RESULTS_MAX_ENTRIES or held() > RESULTS_MAX_BYTES):
+        _RESULTS.popitem(last=False)
+
+
+def _child_env() -> dict[str, str]:
+    # The child parses untrusted files: it gets no mlgate setting (secrets, database URL).
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLGATE_")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def _key(sha256: str, fmt: str, hints: dict[str, Any], trusted: list[str]) -> str:
@@ -55,6 +76,7 @@ async def check_upload(
     """Validate (and convert) an uploaded artifact in a resource-limited child process."""
     key = _key(sha256, fmt, hints, trusted)
     if key in _RESULTS:
+        _RESULTS.move_to_end(key)
         return _RESULTS[key]
     with tempfile.TemporaryDirectory(prefix="mlgate-check-") as tmp:
         out_path = Path(tmp) / "converted.onnx"
@@ -75,7 +97,7 @@ async def check_upload(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+            env=_child_env(),
         )
         try:
             # Wall clock as a backstop for a child blocked without burning CPU.
@@ -100,10 +122,14 @@ async def check_upload(
                 title=answer.get("title"),
                 errors=answer.get("errors"),
             )
-        converted = out_path.read_bytes() if out_path.exists() else None
+        converted = await asyncio.to_thread(_read_if_exists, out_path)
     result = CheckResult(answer["report"], converted)
-    _RESULTS[key] = result
+    _remember(key, result)
     return result
+
+
+def _read_if_exists(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
 
 
 def _parse(stdout: bytes) -> dict[str, Any] | None:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlgate import metrics
 from mlgate.audit.events import Action, AuditEvent
 from mlgate.auth.principal import Principal
 from mlgate.context import RequestMeta
-from mlgate.db import utcnow
-from mlgate.errors import MlgateError, NotFound, PayloadTooLarge, UnsafeFormat, ValidationFailed
+from mlgate.db import after_commit, utcnow
+from mlgate.errors import (
+    MlgateError,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnsafeFormat,
+    ValidationFailed,
+)
+from mlgate.limits.service import accounting_of
 from mlgate.rbac.permissions import ADMIN, USER
 from mlgate.serving import catalogue as cat
 from mlgate.serving import repository as repo
@@ -34,6 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ROLE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DEFAULT_ALLOWED_ROLES = [USER, ADMIN]
 TASKS = ("classification", "regression")
+PUBLISH_ATTEMPTS = 3
 
 
 def registry(ctx: AppContext) -> ModelRegistry:
@@ -48,9 +60,14 @@ def _store(ctx: AppContext) -> ArtifactStore:
     return ArtifactStore(ctx.db, ctx.settings.data_dir / "model-cache")
 
 
-def _touch(ctx: AppContext) -> None:
+def _touch(ctx: AppContext, session: AsyncSession, name: str) -> None:
+    """A model changed in this unit of work: read the catalogue fresh here, and once it
+    has committed, tell the other replicas (Redis notice; they poll anyway)."""
     if ctx.models is not None:
         registry(ctx).touch()
+    notifier = ctx.notifier
+    if notifier is not None:
+        after_commit(session, lambda: notifier.publish("model", name))
 
 
 async def start_serving(ctx: AppContext) -> None:
@@ -93,6 +110,8 @@ class Prediction:
     model: cat.ModelInfo
     version: cat.VersionInfo
     outputs: Outputs
+    # Headers for the answer (e.g. the RateLimit fields from admission).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def labels(self) -> list[str]:
         classes = self.version.classes or ()
@@ -118,19 +137,74 @@ async def predict_rows(
     to_batch: Any,
 ) -> Prediction:
     """Resolve the model (404 unless admitted), build the batch with `to_batch(version)`
-    (which raises 413/422), predict off the loop and audit the act."""
+    (which raises 413/422), admit, predict off the loop, record, and audit the act.
+    Every prediction of both APIs (v1 and Open Inference Protocol) passes here."""
     reg = registry(ctx)
     info, chosen = await reg.resolve(name, version, principal)
     rows = 0
     try:
         batch: FloatArray = to_batch(chosen)
         rows = int(batch.shape[0])
+        headers = await _admit(ctx, principal, info, chosen, rows)
         outputs = await reg.predict(info, chosen, batch)
+        check_finite(outputs)
+        await _record(ctx, principal, info, chosen, rows)
     except MlgateError as exc:
         await _audit_predict(ctx, principal, meta, info, chosen, rows, "failure", exc.status)
         raise
+    except Exception:
+        # A model that fails on valid input: the client gets the generic 500 (logged by
+        # the error handler); the audit trail still shows the failed prediction.
+        await _audit_predict(ctx, principal, meta, info, chosen, rows, "failure", 500)
+        raise
     await _audit_predict(ctx, principal, meta, info, chosen, rows, "success", 200)
-    return Prediction(info, chosen, outputs)
+    return Prediction(info, chosen, outputs, headers)
+
+
+# The one place a prediction is admitted (before inference, rows known) and recorded
+# (after a success). Rate limits and quotas plug in here through `ctx.accounting`
+# (mlgate.limits.service.Accounting): `admit` raises 429 or returns RateLimit headers,
+# `record` counts usage. Both APIs reach these through `predict_rows` only.
+
+
+async def _admit(
+    ctx: AppContext,
+    principal: Principal,
+    info: cat.ModelInfo,
+    version: cat.VersionInfo,
+    rows: int,
+) -> dict[str, str]:
+    """Admit a prediction of `rows` rows, or raise (429). Returns headers for the answer."""
+    return await accounting_of(ctx).admit(principal, rows)
+
+
+async def _record(
+    ctx: AppContext,
+    principal: Principal,
+    info: cat.ModelInfo,
+    version: cat.VersionInfo,
+    rows: int,
+) -> None:
+    """Record a successful prediction of `rows` rows (usage counters, metrics)."""
+    await accounting_of(ctx).record(principal, info.name, version.version, rows)
+    metrics.observe_prediction(info.name, rows)
+
+
+def check_finite(outputs: Outputs) -> None:
+    """422 naming the first row whose output is NaN or infinite: finite inputs far outside
+    a model's range can overflow it, and JSON has no such numbers."""
+    for arr in (outputs.values, outputs.probabilities):
+        if arr is None or arr.size == 0:
+            continue
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1))
+        if bad.size:
+            row = int(bad[0])
+            msg = (
+                f"row {row}: the model produced a non-finite output; the inputs are likely "
+                "outside the range it was trained for"
+            )
+            error = {"loc": ["body", "inputs", row], "msg": msg, "pointer": f"/inputs/{row}"}
+            raise ValidationFailed(msg, errors=[error])
 
 
 async def predict(
@@ -262,45 +336,22 @@ async def upload(
     checked = await precheck(ctx, form, spooled)
     report = checked.report
     store = _store(ctx)
-    await store.put(spooled.path, spooled.sha256, spooled.size)
+    converted = checked.converted
     serving_sha = spooled.sha256
-    if checked.converted is not None:
-        serving_sha = hashlib.sha256(checked.converted).hexdigest()
-        await store.put(checked.converted, serving_sha, len(checked.converted))
-
-    model = await repo.get_model(session, form.name)
-    if model is None:
-        model = ModelRow(
-            name=form.name,
-            description=form.description or "",
-            allowed_roles=list(form.allowed_roles or DEFAULT_ALLOWED_ROLES),
-            latest_version=0,
-            created_by=created_by,
-        )
-        await repo.add(session, model)
+    if converted is not None:
+        serving_sha = await asyncio.to_thread(lambda: hashlib.sha256(converted).hexdigest())
+    for _ in range(PUBLISH_ATTEMPTS):
+        await store.put(spooled.path, spooled.sha256, spooled.size)
+        if converted is not None:
+            await store.put(converted, serving_sha, len(converted))
+        published = await _publish(session, form, report, fmt, spooled, serving_sha, created_by)
+        if published is not None:
+            break
+        await session.rollback()  # an artifact was collected meanwhile: store it again
     else:
-        if form.description is not None:
-            model.description = form.description
-        if form.allowed_roles is not None:
-            model.allowed_roles = list(form.allowed_roles)
-    number = model.latest_version + 1
-    version = ModelVersionRow(
-        model_id=model.id,
-        version=number,
-        task=report["task"],
-        format=fmt,
-        sha256=spooled.sha256,
-        size=spooled.size,
-        serving_sha256=serving_sha,
-        serving_format=report["serving_format"],
-        input_schema=report["features"],
-        classes=report["classes"],
-        runtime=report["runtime"],
-        created_by=created_by,
-    )
-    await repo.add(session, version)
-    model.latest_version, model.default_version, model.updated_at = number, number, utcnow()
-    await session.flush()
+        raise Unavailable("The model could not be published; retry")
+    model, version = published
+    number = version.version
     ctx.audit.record(
         session,
         AuditEvent.of(
@@ -320,7 +371,66 @@ async def upload(
             },
         ),
     )
-    _touch(ctx)
+    _touch(ctx, session, form.name)
+    return model, version
+
+
+async def _publish(
+    session: AsyncSession,
+    form: UploadForm,
+    report: dict[str, Any],
+    fmt: str,
+    spooled: SpooledUpload,
+    serving_sha: str,
+    created_by: uuid.UUID | None,
+) -> tuple[ModelRow, ModelVersionRow] | None:
+    """Make the stored artifacts a new version, in the request's transaction. Concurrent
+    uploads of one name queue on the model row and get consecutive numbers. None when
+    an artifact (or the model) vanished under a concurrent delete: store again, retry."""
+    now = utcnow()
+    roles = list(dict.fromkeys(form.allowed_roles or DEFAULT_ALLOWED_ROLES))
+    await repo.ensure_model(
+        session,
+        {
+            "name": form.name,
+            "description": form.description or "",
+            "allowed_roles": roles,
+            "created_by": created_by,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    allocated = await repo.allocate_version(session, form.name)
+    if allocated is None:
+        return None
+    model_id, number = allocated
+    # After the model row's lock, so uploads and deletes take locks in one order.
+    shas = {spooled.sha256, serving_sha}
+    if await repo.lock_artifacts(session, sorted(shas)) != shas:
+        return None
+    model = await session.get(ModelRow, model_id, populate_existing=True)
+    assert model is not None  # locked by this transaction
+    if form.description is not None:
+        model.description = form.description
+    if form.allowed_roles is not None:
+        model.allowed_roles = roles
+    version = ModelVersionRow(
+        model_id=model.id,
+        version=number,
+        task=report["task"],
+        format=fmt,
+        sha256=spooled.sha256,
+        size=spooled.size,
+        serving_sha256=serving_sha,
+        serving_format=report["serving_format"],
+        input_schema=report["features"],
+        classes=report["classes"],
+        runtime=report["runtime"],
+        created_by=created_by,
+    )
+    await repo.add(session, version)
+    model.default_version, model.updated_at = number, now
+    await session.flush()
     return model, version
 
 
@@ -369,7 +479,7 @@ async def update(
             details=changed,
         ),
     )
-    _touch(ctx)
+    _touch(ctx, session, name)
     return cat.model_info(row, versions)
 
 
@@ -412,4 +522,4 @@ async def delete(
             details={"versions": [v.version for v in doomed], "model_deleted": not remaining},
         ),
     )
-    _touch(ctx)
+    _touch(ctx, session, name)

@@ -150,9 +150,9 @@ async def infer(
         req, name, result.version.version, _tensors(result)
     )
     if header_length is None:
-        return Response(content, media_type="application/json")
+        return Response(content, media_type="application/json", headers=result.headers)
     return Response(
         content,
         media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
+        headers={**result.headers, "Inference-Header-Content-Length": str(header_length)},
     )
