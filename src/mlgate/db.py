@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, String, TypeDecorator, Uuid, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from mlgate.errors import Conflict, MlgateError, Unavailable
+from mlgate.errors import Conflict, MlgateError, Unavailable, ValidationFailed
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -123,6 +123,8 @@ def map_db_error(exc: Exception) -> MlgateError | None:
     """Translate a database failure into what a client should see."""
     if isinstance(exc, IntegrityError):
         return Conflict("The change conflicts with existing data")
+    if isinstance(exc, DataError):  # a value the column cannot hold: the client's input
+        return ValidationFailed("A value is out of the range this server can store")
     if isinstance(exc, OperationalError | DBAPIError | OSError | ConnectionError | TimeoutError):
         return Unavailable("The database is unavailable; retry shortly")
     return None

@@ -76,7 +76,8 @@ def path_value(spec: dict[str, Any], op: dict[str, Any], name: str) -> str:
         param = resolve(spec, param)
         if param.get("in") == "path" and param.get("name") == name:
             schema = resolve(spec, param.get("schema", {}))
-            if schema.get("type") == "integer":
+            kinds = {schema.get("type")} | {b.get("type") for b in schema.get("anyOf", [])}
+            if "integer" in kinds:
                 return "1"
             if schema.get("format") == "uuid":
                 return str(uuid.uuid4())

@@ -30,13 +30,16 @@ FOLLOW_OVERLAP = timedelta(seconds=10)
 
 
 def parse_when(value: str) -> datetime:
-    """An ISO date (midnight UTC) or datetime (naive means UTC)."""
+    """An ISO date (midnight UTC) or datetime (naive means UTC). A malformed value exits 1
+    with one line (a Click usage error would print a multi-line box and exit 2)."""
+    from mlgate.cli import fail
+
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), time(0), tzinfo=UTC)
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"not an ISO date or datetime: {value!r}") from None
+        raise fail(f"not an ISO date or datetime: {value!r}") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
@@ -73,8 +76,15 @@ async def _tail(ctx: AppContext, f: repo.AuditFilter, count: int, follow: bool) 
         typer.echo(line(row))
     if not follow:
         return
-    seen = {row.id for row in rows}
     last = rows[-1].at if rows else datetime.now(UTC)
+    # Everything already committed counts as seen: the look-back window must not print
+    # older events that --lines left out.
+    start = replace(
+        f, since=max(last - FOLLOW_OVERLAP, f.since) if f.since else last - FOLLOW_OVERLAP
+    )
+    async with ctx.db.session() as session:
+        seen = {row.id for row in await repo.page(session, start, after=None, limit=10_000)}
+    seen |= {row.id for row in rows}
     while True:
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
         since = last - FOLLOW_OVERLAP

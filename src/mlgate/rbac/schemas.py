@@ -15,6 +15,10 @@ RateLimit = Annotated[
 ]
 
 
+# Stored in a 32-bit column on every backend.
+MAX_QUOTA = 2**31 - 1
+
+
 class RoleOut(BaseModel):
     name: str
     description: str
@@ -32,7 +36,7 @@ class RoleCreateIn(BaseModel):
     permissions: list[Permission] = Field(max_length=64)
     description: str = Field("", max_length=256)
     rate_limit: RateLimit | None = None
-    daily_quota: int | None = Field(None, ge=0)
+    daily_quota: int | None = Field(None, ge=0, le=MAX_QUOTA)
 
 
 class RoleUpdateIn(BaseModel):
@@ -43,4 +47,4 @@ class RoleUpdateIn(BaseModel):
     permissions: list[Permission] | None = Field(None, max_length=64)
     description: str | None = Field(None, max_length=256)
     rate_limit: RateLimit | None = None
-    daily_quota: int | None = Field(None, ge=0)
+    daily_quota: int | None = Field(None, ge=0, le=MAX_QUOTA)

@@ -56,6 +56,27 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+# The protocol's fields. Unknown ones are refused (no silent mass assignment);
+# `parameters` objects stay free-form, as the protocol defines them.
+REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
+INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+OUTPUT_FIELDS = frozenset({"name", "parameters"})
+
+
+def _known_fields(obj: dict[str, Any], known: frozenset[str], pointer: str) -> None:
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        errors = [
+            {
+                "loc": ["body", *[p for p in pointer.split("/") if p], name],
+                "msg": "Extra inputs are not permitted",
+                "pointer": f"{pointer}/{name}",
+            }
+            for name in unknown
+        ]
+        raise ValidationFailed(f"unknown field '{unknown[0]}'", errors=errors)
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         try:
@@ -75,9 +96,11 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise _bad("The request header is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _bad("The request must be a JSON object")
+    _known_fields(doc, REQUEST_FIELDS, "")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _bad("inputs must hold exactly one tensor named 'input'", "/inputs")
+    _known_fields(inputs[0], INPUT_FIELDS, "/inputs/0")
     req = InferRequest(doc, binary, input=inputs[0])
     if doc.get("id") is not None:
         req.id = str(doc["id"])
@@ -89,6 +112,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
             raise _bad("outputs must be a list of objects", "/outputs")
         req.outputs = {}
         for i, o in enumerate(outputs):
+            _known_fields(o, OUTPUT_FIELDS, f"/outputs/{i}")
             p = o.get("parameters") or {}
             if not isinstance(p, dict):
                 raise _bad("output parameters must be an object", f"/outputs/{i}/parameters")

@@ -17,12 +17,103 @@ from mlgate.serving.router import ERRORS
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=ERRORS)
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+# The Open Inference Protocol tensor datatypes; this server's models take FP32, FP64 or
+# INT64 inputs (a model's metadata names its own), and answer BYTES labels.
+DATATYPES = [
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES", "BF16",
+]  # fmt: skip
+# Documented only: the route reads raw bytes (Triton's binary tensor extension puts raw
+# tensor data after the JSON). The parser refuses unknown fields of the request, its
+# input and its outputs (422); `parameters` objects are free-form, as in the protocol.
+_PARAMETERS = {
+    "type": "object",
+    "description": "Free-form protocol parameters; unknown ones are ignored.",
+}
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "title": "InferenceRequest",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string", "description": "Echoed in the answer."},
+        "parameters": {
+            **_PARAMETERS,
+            "properties": {
+                "binary_data_output": {
+                    "type": "boolean",
+                    "description": "Send every output as binary tensor data.",
+                }
+            },
+        },
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "description": "Exactly one tensor, named 'input', of shape [rows, features].",
+            "items": {
+                "title": "RequestInput",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string", "example": "input"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string", "enum": DATATYPES},
+                    "parameters": {
+                        **_PARAMETERS,
+                        "properties": {
+                            "binary_data_size": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "Bytes of this tensor in the binary part.",
+                            }
+                        },
+                    },
+                    "data": {
+                        "type": "array",
+                        "description": "Row-major values, flat or nested as [rows][features]; "
+                        "absent when the tensor is sent as binary data.",
+                        "items": {},
+                    },
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "description": "Outputs to return (default: all), each optionally as binary.",
+            "items": {
+                "title": "RequestOutput",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "parameters": {
+                        **_PARAMETERS,
+                        "properties": {"binary_data": {"type": "boolean"}},
+                    },
+                },
+            },
+        },
+    },
+}
 INFER_BODY = {
+    "parameters": [
+        {
+            "name": "Inference-Header-Content-Length",
+            "in": "header",
+            "required": False,
+            "description": "Binary tensor extension: length of the JSON header that "
+            "starts the body; raw tensor bytes follow it.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "object"},
+                "schema": INFER_REQUEST_SCHEMA,
                 "example": {
                     "id": "1",
                     "inputs": [
@@ -35,9 +126,16 @@ INFER_BODY = {
                     ],
                 },
             },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "A JSON InferenceRequest header of "
+                    "Inference-Header-Content-Length bytes, then raw tensor data.",
+                }
+            },
         },
-    }
+    },
 }
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from mlgate.auth.schemas import Username
+from mlgate.rbac.schemas import MAX_QUOTA
 from mlgate.users.schemas import UserOut
 
 RoleName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
@@ -43,7 +44,7 @@ class AdminUserPatchIn(BaseModel):
     roles: list[RoleName] | None = Field(None, max_length=32)
     is_active: bool | None = None
     email: EmailStr | None = Field(None, max_length=320)
-    daily_quota: int | None = Field(None, ge=0)
+    daily_quota: int | None = Field(None, ge=0, le=MAX_QUOTA)
 
 
 class AdminPasswordIn(BaseModel):

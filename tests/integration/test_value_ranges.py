@@ -1,0 +1,36 @@
+"""Values a column cannot hold are the client's error (422), never a 503 or 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Service
+
+pytestmark = pytest.mark.asyncio
+HUGE = 791328051099788
+
+
+async def test_huge_role_quota_is_422(svc: Service) -> None:
+    headers = await svc.admin_headers()
+    response = await svc.client.post(
+        "/api/v1/admin/roles",
+        json={"name": "bulk", "permissions": ["models:read"], "daily_quota": HUGE},
+        headers=headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+async def test_huge_user_quota_is_422(svc: Service) -> None:
+    headers = await svc.admin_headers()
+    username, _ = await svc.create_user("user")
+    users = (await svc.client.get(f"/api/v1/admin/users?q={username}", headers=headers)).json()
+    user_id = users["items"][0]["id"]
+    response = await svc.client.patch(
+        f"/api/v1/admin/users/{user_id}", json={"daily_quota": HUGE}, headers=headers
+    )
+    assert response.status_code == 422
+    ok = await svc.client.patch(
+        f"/api/v1/admin/users/{user_id}", json={"daily_quota": 2**31 - 1}, headers=headers
+    )
+    assert ok.status_code == 200, ok.text
