@@ -31,7 +31,7 @@ from mlgate.auth.view import AuthView
 from mlgate.bootstrap import BootstrapResult, announce_admin_password, bootstrap
 from mlgate.context import AppContext
 from mlgate.db import Database
-from mlgate.deps import GUARD_ATTR
+from mlgate.deps import guard_of
 from mlgate.docs import install_docs
 from mlgate.health import router as health_router
 from mlgate.limits.service import Accounting
@@ -303,11 +303,4 @@ def iter_api_routes(app: FastAPI) -> list[APIRoute]:
 
 def route_guard(route: APIRoute) -> str | None:
     """The guard a route declares: 'public', 'authenticated', 'require:<perm>' or None."""
-    guards = [
-        getattr(dep.call, GUARD_ATTR)
-        for dep in route.dependant.dependencies
-        if hasattr(dep.call, GUARD_ATTR)
-    ]
-    if len(guards) != 1:
-        return None
-    return str(guards[0])
+    return guard_of(route)

@@ -2,7 +2,12 @@
 only read its result from the scope and enforce one guard per route.
 
 Every route states exactly one guard: `Public()`, `Authenticated()` or `Require(perm)`.
-A test walks the app's routes and fails on any route without one.
+A test walks the app's routes and fails on any route without one. Refusals of guarded
+routes are recorded as `access.denied` by the one error handler (mlgate.problems), so
+a 401/403 decided inside a route is recorded the same way.
+
+Every dependency here is `async def`: FastAPI runs plain `def` dependencies in a
+thread pool, which costs more than the whole authentication check.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlgate.auth.principal import Principal, auth_error_from_scope, principal_from_scope
 from mlgate.context import META_KEY, RequestMeta
-from mlgate.errors import MlgateError, NotAuthenticated, PermissionDenied
+from mlgate.errors import NotAuthenticated, PermissionDenied
 
 if TYPE_CHECKING:
     from mlgate.context import AppContext
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
 GUARD_ATTR = "__mlgate_guard__"
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -32,7 +37,7 @@ ContextDep = Annotated["AppContext", Depends(get_context)]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    ctx = get_context(request)
+    ctx: AppContext = request.app.state.ctx
     async with ctx.db.session() as session:
         yield session
 
@@ -42,7 +47,8 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
-def _authenticated_principal(request: Request) -> Principal:
+def authenticated_principal(request: Request) -> Principal:
+    """The request's principal, or the reason there is none (raised)."""
     error = auth_error_from_scope(request.scope)
     if error is not None:
         raise error
@@ -50,53 +56,6 @@ def _authenticated_principal(request: Request) -> Principal:
     if principal is None:
         raise NotAuthenticated()
     return principal
-
-
-async def _denied(request: Request, exc: MlgateError, permission: str | None = None) -> None:
-    """Record `access.denied` for a 401/403 on a protected route, committed before the
-    answer leaves. Anonymous 401s are aggregated per IP and minute (`details.count`)."""
-    from mlgate.audit.events import Action, AuditEvent
-
-    ctx: AppContext | None = getattr(request.app.state, "ctx", None)
-    if ctx is None:
-        return
-    route = request.scope.get("route")
-    template = getattr(route, "path", request.url.path)
-    meta = get_meta(request)
-    principal = principal_from_scope(request.scope)
-    details: dict[str, Any] = {"code": str(exc.code)}
-    if permission is not None and exc.status == 403:
-        details["permission"] = permission
-    event = AuditEvent.of(
-        Action.ACCESS_DENIED,
-        "denied",
-        meta=meta,
-        principal=principal,
-        resource=f"route:{request.method} {template}",
-        status=exc.status,
-        details=details,
-    )
-    if principal is None:
-        await ctx.audit.submit_aggregated(event, f"{Action.ACCESS_DENIED}|{exc.status}|{meta.ip}")
-    else:
-        await ctx.audit.submit(event)
-
-
-async def _check(request: Request, permission: str | None) -> Principal:
-    try:
-        principal = _authenticated_principal(request)
-        if permission is not None and not principal.has(permission):
-            raise PermissionDenied(f"This needs the '{permission}' permission", scope=permission)
-    except MlgateError as exc:
-        await _denied(request, exc, permission)
-        raise
-    return principal
-
-
-async def _route_refused(request: Request, exc: MlgateError, permission: str | None) -> None:
-    # A 401/403 decided inside the route (e.g. an API key may not log out).
-    if exc.status in (401, 403):
-        await _denied(request, exc, permission)
 
 
 def _mark(fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
@@ -107,56 +66,64 @@ def _mark(fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
 def Public() -> Any:  # noqa: N802 - reads as a guard declaration
     """Guard for routes anyone may call."""
 
-    def public() -> None:
+    async def public() -> None:
         return None
 
     return Depends(_mark(public, "public"))
 
 
 def Authenticated() -> Any:  # noqa: N802
-    """Guard for routes any valid principal may call. A refusal (401, or a 403 decided
-    by the route) is recorded as `access.denied`."""
+    """Guard for routes any valid principal may call."""
 
-    async def authenticated(request: Request) -> AsyncIterator[Principal]:
-        principal = await _check(request, None)
-        try:
-            yield principal
-        except MlgateError as exc:
-            await _route_refused(request, exc, None)
-            raise
+    async def authenticated(request: Request) -> Principal:
+        return authenticated_principal(request)
 
-    return Depends(_mark(authenticated, "authenticated"), scope="function")
+    return Depends(_mark(authenticated, "authenticated"))
 
 
 def Require(permission: str) -> Any:  # noqa: N802
-    """Guard for routes that need one permission. A refusal is recorded as
-    `access.denied`."""
+    """Guard for routes that need one permission."""
 
-    async def require(request: Request) -> AsyncIterator[Principal]:
-        principal = await _check(request, permission)
-        try:
-            yield principal
-        except MlgateError as exc:
-            await _route_refused(request, exc, permission)
-            raise
+    async def require(request: Request) -> Principal:
+        principal = authenticated_principal(request)
+        if not principal.has(permission):
+            raise PermissionDenied(f"This needs the '{permission}' permission", scope=permission)
+        return principal
 
-    return Depends(_mark(require, f"require:{permission}"), scope="function")
+    return Depends(_mark(require, f"require:{permission}"))
 
 
-def current_principal(request: Request) -> Principal:
+def guard_of(route: object) -> str | None:
+    """The guard a route declares: 'public', 'authenticated', 'require:<perm>' or None."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    guards = [
+        getattr(dep.call, GUARD_ATTR)
+        for dep in dependant.dependencies
+        if hasattr(dep.call, GUARD_ATTR)
+    ]
+    return str(guards[0]) if len(guards) == 1 else None
+
+
+async def current_principal(request: Request) -> Principal:
     """The principal of a route already guarded by Authenticated() or Require()."""
-    return _authenticated_principal(request)
+    return authenticated_principal(request)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def get_meta(request: Request) -> RequestMeta:
+def meta_of(request: Request) -> RequestMeta:
     meta = request.scope.get(META_KEY)
     if isinstance(meta, RequestMeta):
         return meta
     client = request.client.host if request.client else "unknown"
     return RequestMeta(request_id="-", ip=client, user_agent=request.headers.get("user-agent", ""))
+
+
+async def get_meta(request: Request) -> RequestMeta:
+    return meta_of(request)
 
 
 MetaDep = Annotated[RequestMeta, Depends(get_meta)]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlgate.auth.principal import principal_from_scope
 from mlgate.context import META_KEY, RequestMeta
 from mlgate.db import map_db_error
 from mlgate.errors import ErrorCode, MlgateError, OAuthError
@@ -86,6 +87,11 @@ def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
 def install(app: FastAPI) -> None:
     async def on_mlgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MlgateError)
+        if exc.status in (401, 403):
+            try:
+                await record_denied(request, exc)
+            except MlgateError as failure:  # the audit store is down: fail closed (503)
+                return problem_response(request, failure)
         return problem_response(request, exc)
 
     async def on_oauth_error(request: Request, exc: Exception) -> JSONResponse:
@@ -151,6 +157,38 @@ def install(app: FastAPI) -> None:
     # RequestContextMiddleware, which renders the same 500 problem.
     app.add_exception_handler(SQLAlchemyError, on_unexpected)
     app.add_exception_handler(OSError, on_unexpected)
+
+
+async def record_denied(request: Request, exc: MlgateError) -> None:
+    """`access.denied` for a 401/403 on a guarded route (by its guard or decided inside
+    it), committed before the answer leaves. Anonymous 401s are aggregated per IP and
+    minute into one event with `details.count`."""
+    from mlgate.audit.events import Action, AuditEvent
+    from mlgate.deps import guard_of, meta_of
+
+    route = request.scope.get("route")
+    guard = guard_of(route)
+    ctx = getattr(request.app.state, "ctx", None)
+    if ctx is None or guard is None or guard == "public":
+        return
+    meta = meta_of(request)
+    principal = principal_from_scope(request.scope)
+    details: dict[str, Any] = {"code": str(exc.code)}
+    if exc.status == 403 and guard.startswith("require:"):
+        details["permission"] = guard.removeprefix("require:")
+    event = AuditEvent.of(
+        Action.ACCESS_DENIED,
+        "denied",
+        meta=meta,
+        principal=principal,
+        resource=f"route:{request.method} {getattr(route, 'path', request.url.path)}",
+        status=exc.status,
+        details=details,
+    )
+    if principal is None:
+        await ctx.audit.submit_aggregated(event, f"{Action.ACCESS_DENIED}|{exc.status}|{meta.ip}")
+    else:
+        await ctx.audit.submit(event)
 
 
 def _validation(detail: str, errors: list[dict[str, Any]]) -> MlgateError:

@@ -29,7 +29,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def audit_filter(
+async def audit_filter(
     actor: Annotated[str | None, Query(max_length=320, description="Username")] = None,
     actor_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64, description="Name; `x.*` prefix")] = None,

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/users/me/api-keys", tags=["api keys"])
 GUARD = Require(Permission.APIKEYS_WRITE)
 
 
-def key_service(ctx: ContextDep) -> ApiKeyService:
+async def key_service(ctx: ContextDep) -> ApiKeyService:
     return ApiKeyService(ctx.auth)
 
 

@@ -181,23 +181,9 @@ class AuthService:
         )
         session.add(login_session)
         await session.flush()
-        refresh = self._new_refresh(session, login_session, now)
-        access = self.tokens.issue_access(
-            user_id=user.id, session_id=login_session.id, scope=granted
+        return self._issue(
+            session, meta, Action.LOGIN_SUCCESS, user.id, user.username, login_session, granted
         )
-        self.audit.record(
-            session,
-            AuditEvent.of(
-                Action.LOGIN_SUCCESS,
-                "success",
-                meta=meta,
-                actor_id=user.id,
-                actor=user.username,
-                resource=f"session:{login_session.id}",
-                status=200,
-            ),
-        )
-        return TokenPair(access.token, access.expires_in, refresh, format_scope(granted))
 
     async def refresh_grant(
         self, session: AsyncSession, meta: RequestMeta, *, refresh_token: str, scope: str | None
@@ -220,23 +206,38 @@ class AuthService:
         allowed = parse_scope(login_session.scope) & user.permissions
         granted = self._grant_scope(scope, allowed)
         login_session.last_used_at = now
-        new_refresh = self._new_refresh(session, login_session, now)
+        return self._issue(
+            session, meta, Action.TOKEN_REFRESH, user.id, user.username, login_session, granted
+        )
+
+    def _issue(
+        self,
+        session: AsyncSession,
+        meta: RequestMeta,
+        action: str,
+        user_id: uuid.UUID,
+        username: str,
+        login_session: SessionRow,
+        granted: frozenset[str],
+    ) -> TokenPair:
+        """A new refresh token of the session and an access token, audited as `action`."""
+        refresh = self._new_refresh(session, login_session, login_session.last_used_at)
         access = self.tokens.issue_access(
-            user_id=user.id, session_id=login_session.id, scope=granted
+            user_id=user_id, session_id=login_session.id, scope=granted
         )
         self.audit.record(
             session,
             AuditEvent.of(
-                Action.TOKEN_REFRESH,
+                action,
                 "success",
                 meta=meta,
-                actor_id=user.id,
-                actor=user.username,
+                actor_id=user_id,
+                actor=username,
                 resource=f"session:{login_session.id}",
                 status=200,
             ),
         )
-        return TokenPair(access.token, access.expires_in, new_refresh, format_scope(granted))
+        return TokenPair(access.token, access.expires_in, refresh, format_scope(granted))
 
     def _grant_scope(self, requested: str | None, allowed: frozenset[str]) -> frozenset[str]:
         wanted = parse_scope(requested)

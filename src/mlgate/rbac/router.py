@@ -18,7 +18,7 @@ WRITE_RESPONSES = responses(AUTH_RESPONSES, NOT_FOUND, CONFLICT)
 NameDep = Annotated[str, Path(max_length=64)]
 
 
-def role_service(ctx: ContextDep) -> RoleService:
+async def role_service(ctx: ContextDep) -> RoleService:
     return RoleService(ctx.auth)
 
 

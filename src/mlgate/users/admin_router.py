@@ -27,7 +27,7 @@ READ_RESPONSES = responses(AUTH_RESPONSES, NOT_FOUND)
 WRITE_RESPONSES = responses(AUTH_RESPONSES, NOT_FOUND, CONFLICT)
 
 
-def admin_service(ctx: ContextDep) -> AdminUserService:
+async def admin_service(ctx: ContextDep) -> AdminUserService:
     return AdminUserService(ctx.auth)
 
 
