@@ -191,35 +191,35 @@ async def _register_estimator(data_dir: Path, name: str, estimator: Any) -> None
     serve its (faster) ONNX conversion; the sandbox still checks the file."""
     import skops.io as sio
 
-    from mlgate.audit.service import AuditService
-    from mlgate.db import Database
+    from mlgate.cli import with_context
     from mlgate.serving import service
-    from mlgate.serving.cli import _CliContext
     from mlgate.serving.sandbox import CheckResult
     from mlgate.settings import Settings
 
     settings = Settings(data_dir=data_dir, demo_models=False)
-    db = Database(settings.effective_database_url)
     blob = sio.dumps(estimator)
     path = data_dir / f"{name}.skops"
     path.write_bytes(blob)
     spooled = service.SpooledUpload(path, len(blob), hashlib.sha256(blob).hexdigest())
     form = service.UploadForm(name, path.name, "100-tree forest served by scikit-learn")
-    ctx: Any = _CliContext(settings, db, AuditService(db))
-    checked = await service.precheck(ctx, form, spooled)
-    as_estimator = CheckResult({**checked.report, "serving_format": "skops", "runtime": {}}, None)
-    real_precheck = service.precheck
 
-    async def verdict(*_: Any) -> CheckResult:
-        return as_estimator
+    async def register(ctx: Any) -> None:
+        checked = await service.precheck(ctx, form, spooled)
+        report = {**checked.report, "serving_format": "skops", "runtime": {}}
+        as_estimator = CheckResult(report, None)
+        real_precheck = service.precheck
 
-    service.precheck = verdict  # type: ignore[assignment]
-    try:
-        async with db.session() as session:
-            await service.upload(ctx, session, None, None, form, spooled, operator=True)
-    finally:
-        service.precheck = real_precheck
-        await db.dispose()
+        async def verdict(*_: Any) -> CheckResult:
+            return as_estimator
+
+        service.precheck = verdict  # type: ignore[assignment]
+        try:
+            async with ctx.db.session() as session:
+                await service.upload(ctx, session, None, None, form, spooled, operator=True)
+        finally:
+            service.precheck = real_precheck
+
+    await with_context(settings, register)
 
 
 class Server:
