@@ -429,3 +429,18 @@ async def test_malformed_body_answer_is_documented(serving: Service) -> None:
     ):
         documented = schema["paths"][path][method]["responses"]
         assert {"400", "503"} <= set(documented), path
+
+
+async def test_upload_exactly_at_the_size_limit(make_service: Any) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from tests.serving.conftest import iris_xy
+
+    x, y = iris_xy()
+    data = onnx_bytes(RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y), 4)
+    assert len(data) > 1024  # the smallest MAX_MODEL_BYTES Settings accept
+    async with make_service(max_model_bytes=len(data)) as svc:
+        headers = await svc.admin_headers()
+        accepted = await upload(svc, headers, "edge", "m.onnx", data)
+        assert accepted.status_code == 201, accepted.text
+        refused = await upload(svc, headers, "edge2", "m.onnx", data + b"\0")
+        problem(refused, 413, "payload_too_large")
