@@ -139,8 +139,17 @@ class AuthService:
     ) -> TokenPair:
         from mlgate.auth.throttle import account_key
 
-        user = await users_repo.find_by_login(session, login)
         throttle = self.throttle
+        user: UserRow | None = None
+        if throttle is not None:
+            try:
+                # A locked-out IP is refused before any query or hash: a flood from one
+                # address then costs almost nothing.
+                await throttle.check(None, meta.ip)
+            except OAuthError:
+                await self._login_failed(meta, login, None, "throttled")
+                raise
+        user = await users_repo.find_by_login(session, login)
         account = account_key(login, user.id if user is not None else None)
         if throttle is not None:
             try:

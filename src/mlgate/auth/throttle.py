@@ -77,9 +77,10 @@ class LoginThrottle:
     def _ip(ip: str) -> str:
         return f"login:ip:{ip}"
 
-    async def locked_for(self, account: str, ip: str) -> float:
-        """Seconds until this account may be tried from this IP (0 = now)."""
-        acct = await self.state.hgetall(self._account(account))
+    async def locked_for(self, account: str | None, ip: str) -> float:
+        """Seconds until this account may be tried from this IP (0 = now); with no
+        account, until this IP may try at all."""
+        acct = await self.state.hgetall(self._account(account)) if account is not None else {}
         by_ip = await self.state.hgetall(self._ip(ip))
         deadline = max(
             float(acct.get("until", 0)),
@@ -88,8 +89,9 @@ class LoginThrottle:
         )
         return max(0.0, deadline - self.clock())
 
-    async def check(self, account: str, ip: str) -> None:
-        """Raise 429 `temporarily_unavailable` while the account or IP is locked."""
+    async def check(self, account: str | None, ip: str) -> None:
+        """Raise 429 `temporarily_unavailable` while the account or IP is locked
+        (`account=None`: the IP alone, checked before any database work)."""
         try:
             wait = await self.locked_for(account, ip)
         except StateError as exc:

@@ -148,7 +148,6 @@ async def predict_rows(
         headers = await _admit(ctx, principal, info, chosen, rows)
         outputs = await reg.predict(info, chosen, batch)
         check_finite(outputs)
-        await _record(ctx, principal, info, chosen, rows)
     except MlgateError as exc:
         await _audit_predict(ctx, principal, meta, info, chosen, rows, "failure", exc.status)
         raise
@@ -157,7 +156,13 @@ async def predict_rows(
         # the error handler); the audit trail still shows the failed prediction.
         await _audit_predict(ctx, principal, meta, info, chosen, rows, "failure", 500)
         raise
-    await _audit_predict(ctx, principal, meta, info, chosen, rows, "success", 200)
+    # Usage and the audit event go to two group-commit writers: wait for both at once,
+    # so an answered prediction pays one commit latency, not two. Either failing (the
+    # database is down) answers 503; nothing is acknowledged before both committed.
+    await asyncio.gather(
+        _record(ctx, principal, info, chosen, rows),
+        _audit_predict(ctx, principal, meta, info, chosen, rows, "success", 200),
+    )
     return Prediction(info, chosen, outputs, headers)
 
 
