@@ -119,12 +119,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlstate(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+
+
 def map_db_error(exc: Exception) -> MlgateError | None:
     """Translate a database failure into what a client should see."""
     if isinstance(exc, IntegrityError):
         return Conflict("The change conflicts with existing data")
-    if isinstance(exc, DataError):  # a value the column cannot hold: the client's input
-        return ValidationFailed("A value is out of the range this server can store")
+    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
+        # SQLSTATE class 22, "data exception": a value the column cannot hold (out of
+        # range, a NUL character in PostgreSQL text). The client's input, not an outage.
+        return ValidationFailed("A value cannot be stored: out of range or invalid characters")
     if isinstance(exc, OperationalError | DBAPIError | OSError | ConnectionError | TimeoutError):
         return Unavailable("The database is unavailable; retry shortly")
     return None
