@@ -11,7 +11,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,39 +46,70 @@ def serve_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def running_server(
-    env: dict[str, str], *, port: int | None = None, timeout: float = 60.0, workers: int = 1
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Yield (base_url, process) once /readyz answers 200; always stop the process."""
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=kw.pop("timeout", 15.0), **kw)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def launch(env: dict[str, str], *, workers: int = 1, port: int | None = None) -> Server:
+    """Start `mlgate serve` on a free port; its output goes to serve-<port>.log."""
     port = port or free_port()
     log_path = Path(env["MLGATE_DATA_DIR"]) / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*mlgate_command(), "serve", "--port", str(port), "--workers", str(workers)],
+            [
+                *mlgate_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
+        )  # fmt: skip
+    return Server(f"http://127.0.0.1:{port}", proc, log_path)
+
+
+def wait_ready(server: Server, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"mlgate exited early:\n{server.log_tail()}")
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mlgate exited early:\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"mlgate not ready:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.2)
-            yield base, proc
-        finally:
-            stop(proc)
+            if httpx.get(f"{server.base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mlgate not ready in {timeout}s:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def running_server(
+    env: dict[str, str], *, port: int | None = None, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Yield (base_url, process) once /readyz answers 200; always stop the process."""
+    server = launch(env, workers=workers, port=port)
+    try:
+        wait_ready(server)
+        yield server.base, server.proc
+    finally:
+        stop(server.proc)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -17,16 +17,13 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, PG_URL, REDIS_URL, USER_PASSWORD
-from tests.process.serve import free_port, mlgate_command, serve_env, stop
-
-READY_TIMEOUT = 60.0
+from tests.process.serve import Server, free_port, launch, serve_env, stop, wait_ready
 
 
 def services_reason() -> str | None:
@@ -89,22 +86,6 @@ def redis_url_for_test() -> str:
     return f"{base}/{1 + uuid.uuid4().int % 15}"
 
 
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=kw.pop("timeout", 15.0), **kw)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
 def scaleout_env(
     data_dir: Path, database_url: str, redis_url: str | None, **extra: str
 ) -> dict[str, str]:
@@ -120,39 +101,6 @@ def scaleout_env(
         env["MLGATE_REDIS_URL"] = redis_url
     env.update(extra)
     return env
-
-
-def launch(env: dict[str, str], *, workers: int = 1, port: int | None = None) -> Server:
-    port = port or free_port()
-    log_path = Path(env["MLGATE_DATA_DIR"]) / f"serve-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *mlgate_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    return Server(f"http://127.0.0.1:{port}", proc, log_path)
-
-
-def wait_ready(server: Server, timeout: float = READY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"mlgate exited early:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mlgate not ready in {timeout}s:\n{server.log_tail()}")
-        time.sleep(0.1)
 
 
 @contextmanager

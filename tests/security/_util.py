@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, settings
 
 # Text that must never reach a client: tracebacks, SQL, driver and ORM internals.
 LEAK_RE = re.compile(
@@ -16,6 +18,22 @@ LEAK_RE = re.compile(
 )
 PATH_PARAM_RE = re.compile(r"\{[^}]+\}")
 METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def fuzz_settings(default_examples: int) -> Any:
+    """Hypothesis settings of the API fuzzers: MLGATE_FUZZ_EXAMPLES examples (small by
+    default; `make fuzz` sets 500), no deadline, no example database."""
+    return settings(
+        max_examples=int(os.environ.get("MLGATE_FUZZ_EXAMPLES", str(default_examples))),
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 def assert_problem(response: httpx.Response, status: int | None = None) -> dict[str, Any]:

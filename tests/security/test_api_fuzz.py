@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
@@ -45,8 +43,9 @@ from tests.conftest import (
     base_settings,
     fresh_database,
 )
+from tests.security._util import fuzz_settings
 
-EXAMPLES = int(os.environ.get("MLGATE_FUZZ_EXAMPLES", "10"))
+FUZZ_SETTINGS = fuzz_settings(10)
 # Throttles would answer 429 long before a nightly-size run ends; they have their own tests.
 UNTHROTTLED: dict[str, Any] = {
     "rate_limit_guest": None,
@@ -139,17 +138,7 @@ def identities(fuzz_app: Any) -> Identities:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
+@FUZZ_SETTINGS
 def test_api_conforms_for_admin_and_user(case: schemathesis.Case, identities: Identities) -> None:
     if case.headers:
         # Schemathesis fills the X-API-Key scheme too; both credentials at once is a 400 by

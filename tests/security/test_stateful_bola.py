@@ -34,7 +34,6 @@ pytest-asyncio's; that is why it does not use the async `svc` fixture.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis import Case
 from schemathesis.auths import AuthContext
@@ -66,9 +65,10 @@ from tests.conftest import (
     base_settings,
     fresh_database,
 )
+from tests.security._util import fuzz_settings
 from tests.security.test_api_fuzz import UNTHROTTLED, _in_thread, schema
 
-EXAMPLES = int(os.environ.get("MLGATE_FUZZ_EXAMPLES", "5"))
+FUZZ_SETTINGS = fuzz_settings(5)
 PEERS = ("alice", "bob")
 TOKEN_PATH = "/api/v1/auth/token"
 KEYS = "/api/v1/users/me/api-keys"
@@ -246,17 +246,7 @@ def _probe(world: World, data: st.DataObject, owner: Peer, peer: Peer, key_id: s
     assert sid not in _sessions(world, peer)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
+@FUZZ_SETTINGS
 @given(data=st.data())
 def test_peer_cannot_reach_the_owners_objects(world: World, data: st.DataObject) -> None:
     for owner_name, peer_name in (PEERS, tuple(reversed(PEERS))):

@@ -16,7 +16,6 @@ from mlgate.auth.tables import (
     SessionRow,
     SigningKeyRow,
 )
-from mlgate.db import utcnow
 
 
 async def signing_keys(session: AsyncSession) -> list[StoredKey]:
@@ -160,6 +159,3 @@ async def touch_api_keys(session: AsyncSession, used: dict[uuid.UUID, datetime])
             update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=when)
         )
 
-
-def now() -> datetime:
-    return utcnow()

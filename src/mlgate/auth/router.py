@@ -10,10 +10,10 @@ from starlette.datastructures import FormData
 
 from mlgate.auth.schemas import JwksOut, RegisterIn, TokenOut
 from mlgate.deps import Authenticated, ContextDep, MetaDep, PrincipalDep, Public, SessionDep
-from mlgate.errors import InvalidRequest, OAuthError
+from mlgate.errors import OAuthError
 from mlgate.limits.service import REVOKE_RATE, accounting_of
 from mlgate.openapi import AUTH_RESPONSES, CONFLICT, PROBLEM, PUBLIC_RESPONSES
-from mlgate.users.router import user_out
+from mlgate.users import service as users_service
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 jwks_router = APIRouter(tags=["auth"])
@@ -63,7 +63,7 @@ async def register(
     user = await ctx.auth.register(
         session, meta, username=body.username, email=str(body.email), password=body.password
     )
-    return (await user_out(session, user)).model_dump(mode="json")
+    return (await users_service.describe(session, user)).model_dump(mode="json")
 
 
 async def _form(request: Request) -> FormData:
@@ -188,5 +188,3 @@ async def logout(
 async def jwks(ctx: ContextDep) -> dict[str, Any]:
     return ctx.tokens.jwks()
 
-
-__all__ = ["InvalidRequest", "jwks_router", "router"]

@@ -30,6 +30,8 @@ from mlgate.errors import (
     OAuthError,
     PermissionDenied,
     RegistrationClosed,
+    TokenExpired,
+    TokenInvalid,
     UsernameTaken,
     ValidationFailed,
 )
@@ -380,7 +382,7 @@ class AuthService:
             if sid is None:
                 try:
                     sid = self.tokens.verify(token).sid
-                except Exception:
+                except (TokenInvalid, TokenExpired):  # RFC 7009: unknown tokens are no error
                     sid = None
             login_session = await auth_repo.get_session(session, sid) if sid else None
             if login_session is not None and login_session.revoked_at is None:

@@ -89,17 +89,14 @@ class TokenService:
         self._cache.clear()
 
     def load_material(self, material: KeyMaterial) -> None:
-        """For tools and tests: sign with a key held in memory."""
+        """Sign with a key held in memory (tests and tools); it verifies too."""
         private = serialization.load_pem_private_key(material.private_pem, None)
         self._signing = (material.kid, private)
         self._verifying[material.kid] = serialization.load_pem_public_key(
             material.public_pem.encode()
         )
         self._public_pems[material.kid] = material.public_pem
-
-    @property
-    def ready(self) -> bool:
-        return self._signing is not None
+        self._cache.clear()
 
     def issue_access(
         self, *, user_id: uuid.UUID, session_id: uuid.UUID | None, scope: frozenset[str]

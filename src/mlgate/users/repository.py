@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, delete, func, or_, select, text
+from sqlalchemy import Select, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlgate.rbac.tables import RolePermissionRow, RoleRow
@@ -133,11 +133,6 @@ async def active_holders_of(session: AsyncSession, permissions: frozenset[str]) 
     for uid, perm in await session.execute(stmt):
         held.setdefault(uid, set()).add(perm)
     return {uid for uid, perms in held.items() if perms >= permissions}
-
-
-async def count_users(session: AsyncSession) -> int:
-    stmt = select(func.count()).select_from(UserRow).where(UserRow.deleted_at.is_(None))
-    return int((await session.execute(stmt)).scalar_one())
 
 
 def list_query(*, q: str | None, role: str | None, is_active: bool | None) -> Select[UserRow]:

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlgate.deps import Authenticated, ContextDep, MetaDep, PrincipalDep, SessionDep
 from mlgate.openapi import AUTH_RESPONSES, CONFLICT, responses
 from mlgate.users import service as users_service
 from mlgate.users.schemas import PasswordChangeIn, UpdateMeIn, UserOut
-from mlgate.users.tables import UserRow
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
-
-
-async def user_out(session: AsyncSession, user: UserRow) -> UserOut:
-    return await users_service.describe(session, user)
 
 
 @router.get("/me", dependencies=[Authenticated()], responses=AUTH_RESPONSES)
@@ -34,7 +28,7 @@ async def update_me(
         user = await ctx.auth.change_email(
             session, meta, principal, email=str(body.email), current_password=body.current_password
         )
-    return await user_out(session, user)
+    return await users_service.describe(session, user)
 
 
 @router.post(

@@ -67,9 +67,7 @@ async def describe_many(session: AsyncSession, users: list[UserRow]) -> list[Use
     return out
 
 
-async def require(session: AsyncSession, user_id: object) -> UserRow:
-    if not isinstance(user_id, uuid.UUID):
-        raise NotFound("No such user")
+async def require(session: AsyncSession, user_id: uuid.UUID) -> UserRow:
     user = await users_repo.get(session, user_id)
     if user is None:
         raise NotFound("No such user")
